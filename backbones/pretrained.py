@@ -1,0 +1,149 @@
+"""Loading backbone weights from any task checkpoint of this suite or torchvision's mobilenet_v2."""
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .torchvision_convert import convert_torchvision_mobilenet_v2, is_torchvision_mobilenet_v2
+
+log = logging.getLogger("backbones")
+
+BACKBONE_PREFIX = "backbone."
+_SHOW = 5  # keys shown per category in error messages
+
+
+@dataclass
+class LoadReport:
+    """What ``load_backbone_weights`` did."""
+
+    path: str
+    source: str  # "lightning" | "torchvision" | "state_dict"
+    checkpoint_backbone: Optional[str]  # backbone name recorded in the checkpoint, if any
+    loaded: int  # tensors copied into the backbone
+    ignored: list[str] = field(default_factory=list)  # checkpoint tensors the backbone lacks
+
+
+def load_backbone_weights(
+    backbone: nn.Module, path: Union[str, Path], strict_arch: bool = True
+) -> LoadReport:
+    """Copies backbone weights from ``path`` into ``backbone`` (in place).
+
+    ``path`` may hold (a) a Lightning checkpoint of any task here (``state_dict`` keys
+    ``backbone.*``, name in ``hyper_parameters["backbone"]``), (b) a torchvision mobilenet_v2
+    state dict (fits mv2_e6), or (c) a plain backbone state dict. Every tensor of ``backbone``
+    must be present with the same shape; extra checkpoint tensors are ignored and reported.
+    With ``strict_arch`` the backbone name recorded in the checkpoint (if any) must equal
+    ``backbone.name``. Output stride does not matter: dilation changes no weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Backbone checkpoint not found: {path}")
+    source, checkpoint_name, weights = _backbone_weights(_safe_load(path), path)
+    target_name = getattr(backbone, "name", None)
+    if strict_arch and checkpoint_name and target_name and checkpoint_name != target_name:
+        raise ValueError(
+            f"{path} holds weights of backbone {checkpoint_name!r} but the target backbone is "
+            f"{target_name!r}; build {checkpoint_name!r} instead (or pass strict_arch=False to "
+            f"load anyway when the tensors match)."
+        )
+
+    target = backbone.state_dict()
+    missing = [k for k in target if k not in weights]
+    mismatched = [k for k in target if k in weights and weights[k].shape != target[k].shape]
+    unexpected = [k for k in weights if k not in target]
+    if missing or mismatched:
+        target_label = repr(target_name) if target_name else type(backbone).__name__
+        raise ValueError(_mismatch_message(path, checkpoint_name, target_label, target, weights,
+                                           missing, mismatched, unexpected))
+    backbone.load_state_dict({k: weights[k] for k in target}, strict=True)
+    report = LoadReport(str(path), source, checkpoint_name, len(target), unexpected)
+    log.info(
+        "Loaded %d tensors into backbone %r from %s (%s%s); ignored %d checkpoint tensors%s",
+        report.loaded, target_name, path, source,
+        f", backbone {checkpoint_name!r}" if checkpoint_name else "",
+        len(unexpected), f" e.g. {unexpected[:_SHOW]}" if unexpected else "",
+    )
+    return report
+
+
+def _safe_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():
+            raise ValueError(f"{path} could not be read as a torch checkpoint: {error}") from error
+        hint = ""
+        if "omegaconf" in str(error).lower():
+            hint = (" It contains OmegaConf objects: store hyper-parameters as plain containers "
+                    "(OmegaConf.to_container) when saving.")
+        raise ValueError(
+            f"{path} is not a safe checkpoint: unpickling it would run code or build objects "
+            f"other than tensors and plain containers (torch.load weights_only=True refused it)."
+            f"{hint} Re-save only the weights, e.g. torch.save(model.state_dict(), path)."
+        ) from error
+
+
+def _backbone_weights(obj: object, path: Path) -> tuple[str, Optional[str], dict[str, Tensor]]:
+    """(source, recorded backbone name, backbone state dict) from a loaded checkpoint."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict.")
+    if isinstance(obj.get("state_dict"), Mapping):
+        weights = _strip_prefix(obj["state_dict"])
+        if not weights:
+            prefixes = sorted({k.split(".", 1)[0] for k in obj["state_dict"]})
+            raise ValueError(
+                f"{path} is a Lightning checkpoint without '{BACKBONE_PREFIX}*' weights "
+                f"(top-level modules: {prefixes}); the model must keep its backbone at self.backbone."
+            )
+        return "lightning", _recorded_name(obj.get("hyper_parameters")), _tensors(weights, path)
+    if is_torchvision_mobilenet_v2(obj):
+        # torchvision's mobilenet_v2 is exactly mv2_e6.
+        return "torchvision", "mv2_e6", _tensors(convert_torchvision_mobilenet_v2(obj)[0], path)
+    if any(k.startswith(BACKBONE_PREFIX) for k in obj):  # a task model's state_dict()
+        return "state_dict", None, _tensors(_strip_prefix(obj), path)
+    return "state_dict", None, _tensors(dict(obj), path)
+
+
+def _strip_prefix(state: Mapping[str, object]) -> dict[str, object]:
+    return {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+
+
+def _recorded_name(hparams: object) -> Optional[str]:
+    spec = hparams.get("backbone") if isinstance(hparams, Mapping) else None
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        return spec["name"]
+    return None
+
+
+def _tensors(state: Mapping[str, object], path: Path) -> dict[str, Tensor]:
+    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"{path}: entries {bad[:_SHOW]} are not tensors; expected a state dict.")
+    return dict(state)
+
+
+def _mismatch_message(path, checkpoint_name, target_label, target, weights, missing, mismatched,
+                      unexpected) -> str:
+    recorded = repr(checkpoint_name) if checkpoint_name else "name not recorded"
+    lines = [f"{path} (backbone {recorded}) does not fit backbone {target_label}:"]
+    if missing:
+        lines.append(f"  {len(missing)} missing: {missing[:_SHOW]}")
+    if mismatched:
+        shown = [f"{k}: checkpoint {tuple(weights[k].shape)} vs backbone {tuple(target[k].shape)}"
+                 for k in mismatched[:_SHOW]]
+        lines.append(f"  {len(mismatched)} with different shapes: {shown}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected: {unexpected[:_SHOW]}")
+    if missing and not mismatched and not unexpected:
+        lines.append("  If the checkpoint's backbone was truncated (e.g. segmentation keeps up to "
+                     "'stage6'), truncate the target the same way before loading.")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Errors raised by the data readers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not where the configuration says; the message explains the expected layout.
+
+    Build it with :meth:`describe` so every message names the path looked at, the expected
+    tree and the synthetic fallback. The constructor takes the plain message (like any
+    exception) so the error survives pickling across DataLoader workers.
+    """
+
+    @classmethod
+    def describe(
+        cls, looked_at: str | Path, dataset: str, expected_layout: str, problem: str = ""
+    ) -> "DatasetNotFoundError":
+        lines = [f"{dataset} dataset not found: looked at '{Path(looked_at)}'."]
+        if problem:
+            lines.append(problem)
+        lines += [
+            "Expected layout:",
+            expected_layout.rstrip("\n"),
+            "Point data.root at the folder that holds this layout, or train on the embedded "
+            "synthetic dataset instead (generated on first use, no download): data=synthetic",
+        ]
+        return cls("\n".join(lines))
+
+
+class ImageDecodeError(OSError):
+    """An image file exists but cannot be decoded (corrupt, truncated or not an image)."""

@@ -1,0 +1,270 @@
+"""PASCAL VOC2012 semantic segmentation on its official layout, optionally with the SBD extra masks.
+
+Masks are class indices (0 background, 1..20 objects, 255 ignored boundaries/difficult areas):
+palette ('P') PNGs in ``SegmentationClass`` (their raw indices are the classes; the palette is
+only for display) and plain 8-bit ('L') PNGs in ``SegmentationClassAug``. RGB colour masks are
+refused: reading colours as classes would silently train on garbage.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from data.errors import DatasetNotFoundError
+from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
+
+VOC_SEG_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+VOC2012_LAYOUT = """\
+<root>/VOCdevkit/VOC2012/
+  JPEGImages/<id>.jpg
+  SegmentationClass/<id>.png            palette PNGs: class index per pixel, 255 = ignore
+  ImageSets/Segmentation/train.txt      one image id per line
+  ImageSets/Segmentation/val.txt
+  SegmentationClassAug/<id>.png         only with use_sbd_aug: SBD masks, 8-bit index PNGs
+  ImageSets/Segmentation/train_aug.txt  only with use_sbd_aug: the 10582 training ids
+"""
+
+MASK_DIR = "SegmentationClass"
+SBD_MASK_DIR = "SegmentationClassAug"
+SBD_TRAIN_SPLIT = "train_aug"
+
+
+def find_voc2012(root: str | Path) -> Path:
+    """The ``VOC2012`` folder under ``root`` (``root/VOCdevkit/VOC2012``, or ``root`` itself)."""
+    root = Path(root).expanduser()
+    for candidate in (root / "VOCdevkit" / "VOC2012", root):
+        if (candidate / "JPEGImages").is_dir() and (candidate / "ImageSets" / "Segmentation").is_dir():
+            return candidate
+    raise DatasetNotFoundError(
+        root / "VOCdevkit" / "VOC2012", "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
+        hint="Download VOCtrainval_11-May-2012.tar and extract it under data.root "
+             "(paths.data_dir or COG_DATA_DIR).",
+    )
+
+
+def read_split(voc_dir: Path, split: str) -> list[str]:
+    """Image ids of ``ImageSets/Segmentation/<split>.txt``.
+
+    Lines may also be ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` (a common
+    distribution of train_aug.txt); the id is then the stem of the first path.
+    """
+    path = voc_dir / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.txt"))
+        raise DatasetNotFoundError(
+            path, "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
+            hint=f"Split file '{split}.txt' is missing; splits present: {available or 'none'}.",
+        )
+    ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"split file {path} lists no image ids")
+    return ids
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Class-index mask [H, W] uint8 from a palette ('P') or 8-bit grey ('L') PNG."""
+    with Image.open(path) as image:
+        if image.mode in ("P", "L"):
+            return np.array(image)
+        if image.mode in ("RGB", "RGBA"):
+            raise ValueError(
+                f"{path} is an {image.mode} colour mask; segmentation masks must hold class indices "
+                "(palette 'P' PNGs as in VOC2012 SegmentationClass, or 8-bit 'L' PNGs as in "
+                "SegmentationClassAug). Convert the colours to VOC class indices (0-20, 255 ignore) "
+                "and save as a palette or grey PNG."
+            )
+        raise ValueError(f"{path}: unsupported mask mode {image.mode!r}; expected 'P' or 'L' index PNGs")
+
+
+def read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.array(image.convert("RGB"))
+
+
+class VOCSegmentation(Dataset):
+    """``(image [3,H,W] float, mask [H,W] long)`` pairs of one split; 255 = ignore."""
+
+    def __init__(
+        self,
+        voc_dir: str | Path,
+        split: str = "train",
+        mask_dir: str = MASK_DIR,
+        transform: Callable | None = None,
+        num_classes: int = len(VOC_SEG_CLASSES),
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        self.voc_dir = Path(voc_dir)
+        self.split = split
+        self.ids = read_split(self.voc_dir, split)
+        self.image_paths = [self.voc_dir / "JPEGImages" / f"{i}.jpg" for i in self.ids]
+        self.mask_paths = [self.voc_dir / mask_dir / f"{i}.png" for i in self.ids]
+        missing = [p for pair in zip(self.image_paths, self.mask_paths) for p in pair if not p.is_file()]
+        if missing:
+            shown = "\n  ".join(str(p) for p in missing[:5])
+            raise DatasetNotFoundError(
+                missing[0], "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
+                hint=f"{len(missing)} file(s) listed by split '{split}' are missing, e.g.:\n  {shown}",
+            )
+        self.transform = transform if transform is not None else eval_transform()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image [H,W,3] uint8 and mask [H,W] uint8 as stored, checked for size and class ids."""
+        image = read_image(self.image_paths[index])
+        mask = read_mask(self.mask_paths[index])
+        if image.shape[:2] != mask.shape:
+            raise ValueError(
+                f"image {self.image_paths[index]} is {image.shape[1]}x{image.shape[0]} but its mask "
+                f"{self.mask_paths[index]} is {mask.shape[1]}x{mask.shape[0]}"
+            )
+        labelled = mask[mask != self.ignore_index]
+        if labelled.size and labelled.max() >= self.num_classes:
+            bad = sorted(set(np.unique(labelled[labelled >= self.num_classes]).tolist()))
+            raise ValueError(
+                f"mask {self.mask_paths[index]} holds class ids {bad}, outside 0..{self.num_classes - 1} "
+                f"(and {self.ignore_index} = ignore); check num_classes/class_names for this dataset"
+            )
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        out = self.transform(image=image, mask=mask)
+        return out["image"], out["mask"].long()
+
+
+def collate_same_size(batch: list[tuple[torch.Tensor, torch.Tensor]]):
+    """default_collate with a clear error when padded evaluation images still differ in size."""
+    sizes = {tuple(image.shape[-2:]) for image, _ in batch}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"evaluation images of different sizes {sorted(sizes)} cannot be batched: val_size is "
+            "smaller than an image; set data.val_size to at least the largest image side "
+            "(500 for VOC2012) or to null (whole images, batch 1)"
+        )
+    return default_collate(batch)
+
+
+class VOCSegmentationDataModule(L.LightningDataModule):
+    """VOC2012 segmentation (optionally SBD-augmented training set) for DeepLabv3.
+
+    ``root`` is the folder holding ``VOCdevkit``. Training uses random scale (``scale_range``),
+    pad and ``image_size`` x ``image_size`` crops. Validation/test use whole images with batch 1
+    (exact VOC evaluation) unless ``val_size`` is set: images are then padded to
+    ``val_size`` x ``val_size`` (ignored padding, no resize) and batched with ``batch_size``.
+    VOC2012 test masks are not public, so ``test_split`` defaults to ``val_split``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str | None = None,
+        use_sbd_aug: bool = False,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        image_size: int = 480,
+        scale_range: Sequence[float] = (0.5, 2.0),
+        class_names: Sequence[str] = VOC_SEG_CLASSES,
+        num_classes: int | None = None,
+        val_size: int | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.class_names = list(class_names)
+        if num_classes is not None and num_classes != len(self.class_names):
+            raise ValueError(
+                f"num_classes={num_classes} but {len(self.class_names)} class names were given "
+                "(background included); make them agree"
+            )
+        if use_sbd_aug and train_split == "train":
+            train_split = SBD_TRAIN_SPLIT
+        self.root = Path(root)
+        self.train_split, self.val_split = train_split, val_split
+        self.test_split = test_split or val_split
+        self.use_sbd_aug = use_sbd_aug
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.image_size, self.scale_range = int(image_size), tuple(scale_range)
+        self.val_size, self.ignore_index = val_size, ignore_index
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        # Fail at construction, before a model is built, when the dataset is not there.
+        self.voc_dir = find_voc2012(self.root)
+        self.datasets: dict[str, VOCSegmentation] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def dataset(self, stage: str) -> VOCSegmentation:
+        """The dataset of ``stage`` (train|val|test), built on first use."""
+        if stage not in self.datasets:
+            if stage == "train":
+                split, transform = self.train_split, train_transform(
+                    self.image_size, self.scale_range, self.ignore_index)
+            elif stage in ("val", "test"):
+                split = self.val_split if stage == "val" else self.test_split
+                transform = eval_transform(self.val_size, self.ignore_index)
+            else:
+                raise ValueError(f"stage must be train, val or test, got {stage!r}")
+            mask_dir = SBD_MASK_DIR if stage == "train" and self.use_sbd_aug else MASK_DIR
+            self.datasets[stage] = VOCSegmentation(
+                self.voc_dir, split, mask_dir, transform, self.num_classes, self.ignore_index)
+        return self.datasets[stage]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            train, val = self.dataset("train"), self.dataset("val")
+            leaked = set(train.ids) & set(val.ids)
+            if leaked:
+                raise ValueError(
+                    f"{len(leaked)} image(s) of split '{self.val_split}' are also in the training split "
+                    f"'{self.train_split}' (e.g. {sorted(leaked)[:3]}); use a training list without "
+                    "the validation images (the usual train_aug.txt excludes VOC2012 val)"
+                )
+        if stage in (None, "validate"):
+            self.dataset("val")
+        if stage in (None, "test"):
+            self.dataset("test")
+
+    def _loader(self, stage: str) -> DataLoader:
+        dataset = self.dataset(stage)
+        train = stage == "train"
+        batch_size = self.batch_size if train or self.val_size is not None else 1
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            # The image-pooling branch of ASPP has BatchNorm on 1x1 maps: a last training batch of
+            # one image would make it fail, so incomplete training batches are dropped.
+            drop_last=train and len(dataset) > batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=default_collate if train else collate_same_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,21 @@
+"""Classification head: global average pooling, dropout, linear (torchvision MobileNetV2's classifier)."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class ClassificationHead(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(in_channels, num_classes)
+        self.out_channels = num_classes
+        # torchvision's init for the classifier, so mv2_e6 matches mobilenet_v2 from scratch too.
+        nn.init.normal_(self.fc.weight, 0, 0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.fc(self.dropout(self.pool(features).flatten(1)))

@@ -1,0 +1,116 @@
+"""What every task shares: building the backbone from a config, optimizers and lr schedules."""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from tasks.schedules import build_scheduler
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adamw", "sgd")
+SUITE_KEY = "cogsuite"  # marks checkpoints written by this suite (see on_save_checkpoint)
+
+
+def backbone_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Normalise a backbone spec (registry name or mapping) to a dict with ``name``."""
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, Mapping) and "name" in spec:
+        return dict(spec)
+    raise ValueError(
+        f"backbone must be a registry name or a mapping with a 'name' key, got {spec!r}"
+    )
+
+
+def build_backbone(
+    spec: str | Mapping[str, Any], last_tap: str | None = None, **task_defaults: Any
+) -> nn.Module:
+    """Create a backbone from its spec, truncate it after ``last_tap``, then load ``pretrained``.
+
+    Task defaults (e.g. ``output_stride=16`` for segmentation) apply unless the spec sets the
+    same key to something other than None. Loading after truncation means a checkpoint may hold
+    more layers than the task uses (they are reported as ignored), never fewer.
+    """
+    from backbones import create_backbone, load_backbone_weights
+
+    spec = backbone_spec(spec)
+    name = spec.pop("name")
+    pretrained = spec.pop("pretrained", None)
+    overrides = {**task_defaults, **{k: v for k, v in spec.items() if v is not None}}
+    backbone = create_backbone(name, **overrides)
+    if last_tap is not None:
+        backbone.truncate(last_tap)
+    if pretrained:
+        load_backbone_weights(backbone, pretrained)
+    return backbone
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only: decaying BN affine and biases only hurts."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
+                    weight_decay: float = 0.01, momentum: float = 0.9,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    groups = parameter_groups(module, weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False)
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+class TaskBase(L.LightningModule):
+    """Optimizer + per-iteration schedule from ``hparams.optimizer`` / ``hparams.scheduler``.
+
+    Subclasses call ``self.save_hyperparameters()`` with ``backbone``, ``optimizer`` and
+    ``scheduler`` among their arguments and set ``self.backbone`` and ``self.head``.
+    """
+
+    task_name: str = "task"
+
+    def configure_optimizers(self):
+        opt_cfg = dict(self.hparams.get("optimizer") or {})
+        sch_cfg = dict(self.hparams.get("scheduler") or {"name": "constant"})
+        optimizer = build_optimizer(self, **opt_cfg)
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        if not math.isfinite(total_steps) or total_steps <= 0:
+            raise ValueError("set trainer.max_epochs or trainer.max_steps: the lr schedule needs a length")
+        max_epochs = self.trainer.max_epochs or 0
+        steps_per_epoch = total_steps / max_epochs if max_epochs > 0 else float(total_steps)
+        scheduler = build_scheduler(optimizer, total_steps=total_steps,
+                                    steps_per_epoch=steps_per_epoch, **sch_cfg)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def setup(self, stage: str) -> None:
+        # Class names are discovered by the datamodule (folder names, VOC lists); per-class
+        # metrics are logged under them.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        names = getattr(datamodule, "class_names", None)
+        if names:
+            self.class_names = list(names)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        spec = backbone_spec(self.hparams["backbone"])
+        checkpoint[SUITE_KEY] = {
+            "task": self.task_name,
+            "backbone": spec["name"],
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+        }

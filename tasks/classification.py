@@ -1,0 +1,89 @@
+"""Image classification: backbone -> ClassificationHead, cross-entropy, AdamW + thesis schedules."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from heads.classification import ClassificationHead
+from tasks.base import TaskBase, build_backbone
+
+
+class ClassificationTask(TaskBase):
+    task_name = "classification"
+
+    def __init__(
+        self,
+        backbone: str | Mapping[str, Any] = "cog_e2",
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        label_smoothing: float = 0.0,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if optimizer is None:
+            optimizer = {"name": "adamw", "lr": 0.002, "weight_decay": 0.01}
+        if scheduler is None:
+            scheduler = {"name": "cosine", "min_lr_factor": 0.01}
+        self.save_hyperparameters()
+        self.backbone = build_backbone(backbone)
+        self.head = ClassificationHead(self.backbone.out_channels, num_classes, dropout)
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+
+        top5 = {"acc_top5": MulticlassAccuracy(num_classes, top_k=5)} if num_classes > 5 else {}
+        self.train_metrics = MetricCollection(
+            {"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="train/")
+        self.val_metrics = MetricCollection(
+            {"acc": MulticlassAccuracy(num_classes, average="micro"), **top5}, prefix="val/")
+        self.test_metrics = self.val_metrics.clone(prefix="test/")
+        self.test_per_class = MulticlassAccuracy(num_classes, average=None)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        self.train_metrics.update(logits.detach(), labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
+        self.val_metrics.update(logits, labels)
+        self.log_dict(self.val_metrics, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.test_metrics.update(logits, labels)
+        self.test_per_class.update(logits, labels)
+        self.test_confusion.update(logits, labels)
+        self.log_dict(self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        per_class = self.test_per_class.compute()
+        confusion = self.test_confusion.compute()
+        for name, acc in zip(self.class_names, per_class):
+            self.log(f"test/acc_class/{name}", acc)
+        self.test_results = {
+            "per_class_accuracy": dict(zip(self.class_names, per_class.tolist())),
+            "confusion_matrix": confusion.tolist(),
+            "class_names": self.class_names,
+        }
+        self.test_per_class.reset()
+        self.test_confusion.reset()

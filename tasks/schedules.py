@@ -1,0 +1,89 @@
+"""Learning-rate schedules of the thesis, as multiplicative factors of the base lr per iteration.
+
+All schedules are stepped once per optimizer step (Lightning ``interval="step"``), so their
+lengths are in iterations. Factor functions are plain and picklable so that LambdaLR state
+survives checkpoint/resume.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
+
+SCHEDULES = ("cosine", "cosine_restarts", "warmup_cosine", "constant")
+
+
+def cosine_with_floor(step: int, total_steps: int, min_lr_factor: float) -> float:
+    """lr factor f_min + (1 - f_min) * (1 + cos(pi * x / N)) / 2, held at f_min after N."""
+    x = min(step, total_steps) / max(1, total_steps)
+    return min_lr_factor + (1.0 - min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * x))
+
+
+@dataclass(frozen=True)
+class CosineFactor:
+    total_steps: int
+    min_lr_factor: float
+
+    def __call__(self, step: int) -> float:
+        return cosine_with_floor(step, self.total_steps, self.min_lr_factor)
+
+
+@dataclass(frozen=True)
+class WarmupCosineFactor:
+    """Linear warm-up from ``start_factor`` to 1 over ``warmup_steps``, then cosine to the floor."""
+
+    warmup_steps: int
+    total_steps: int
+    start_factor: float
+    min_lr_factor: float
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps
+        return cosine_with_floor(
+            step - self.warmup_steps, self.total_steps - self.warmup_steps, self.min_lr_factor
+        )
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    total_steps: int,
+    steps_per_epoch: float,
+    min_lr_factor: float = 0.0,
+    warmup_epochs: float = 0.0,
+    warmup_start_factor: float = 0.01,
+    T_0: int | None = None,
+    T_mult: int = 1,
+) -> LRScheduler:
+    """Build a per-iteration scheduler. ``T_0`` is in iterations (the thesis' 34560 for Caltech-256)."""
+    if name == "cosine":
+        return LambdaLR(optimizer, CosineFactor(int(total_steps), float(min_lr_factor)))
+    if name == "warmup_cosine":
+        warmup_steps = max(1, round(warmup_epochs * steps_per_epoch))
+        if warmup_steps >= total_steps:
+            raise ValueError(
+                f"warm-up of {warmup_epochs} epochs ({warmup_steps} iterations) is not shorter than "
+                f"the whole run ({total_steps} iterations); lower scheduler.warmup_epochs or raise "
+                "trainer.max_epochs"
+            )
+        factor = WarmupCosineFactor(
+            warmup_steps, int(total_steps), float(warmup_start_factor), float(min_lr_factor)
+        )
+        return LambdaLR(optimizer, factor)
+    if name == "cosine_restarts":
+        if not T_0:
+            raise ValueError("scheduler.name=cosine_restarts needs scheduler.T_0 (iterations of the first cycle)")
+        base_lr = optimizer.param_groups[0]["lr"]
+        return CosineAnnealingWarmRestarts(
+            optimizer, T_0=int(T_0), T_mult=int(T_mult), eta_min=base_lr * float(min_lr_factor)
+        )
+    if name == "constant":
+        return LambdaLR(optimizer, _constant)
+    raise ValueError(f"unknown scheduler {name!r}; valid: {', '.join(SCHEDULES)}")

@@ -1,0 +1,90 @@
+"""Train, validate, then test the best checkpoint, and print a metrics table.
+
+    python train.py task=classification backbone=cog_e2 data=synthetic
+    python train.py task=detection backbone=mv2_e2 paths.data_dir=/data      # VOCdevkit/ inside
+    python train.py task=segmentation backbone=cog_e2 backbone.pretrained=PATH.ckpt
+    python train.py ckpt_path=logs/.../checkpoints/last.ckpt                 # resume
+    python train.py -m backbone=mv2_e2,cog_e2 data=synthetic                  # sweep
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from tasks.runtime import (
+    StoreConfigInCheckpoint,
+    apply_channels_last,
+    build_trainer,
+    exit_on_user_error,
+    format_metrics_table,
+    instantiate_group,
+    metrics_to_dict,
+    resolve_device_defaults,
+    write_json,
+)
+
+log = logging.getLogger("train")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by ``cfg``; returns the final scalar metrics."""
+    resolve_device_defaults(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+
+    # The datamodule first: a missing dataset stops here, before any model is built.
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model)
+    model = apply_channels_last(model, bool(cfg.channels_last))
+    if cfg.get("compile"):
+        model = torch.compile(model)
+
+    callbacks = instantiate_group(cfg.get("callbacks")) + [StoreConfigInCheckpoint(cfg)]
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = build_trainer(cfg, callbacks, loggers)
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = metrics_to_dict(trainer.callback_metrics)
+
+    results: dict[str, Any] = {}
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt = best or None
+        if cfg.get("train", True) and not ckpt:
+            log.warning("no best checkpoint was saved; testing the current weights")
+        if not cfg.get("train", True):
+            ckpt = cfg.get("ckpt_path")
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        metrics.update(metrics_to_dict(trainer.callback_metrics))
+        results = dict(getattr(model, "test_results", {}) or {})
+        if best:
+            metrics["best_checkpoint_score"] = float(trainer.checkpoint_callback.best_model_score)
+            results["best_checkpoint"] = best
+
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir)
+        table = {k: v for k, v in metrics.items() if "/acc_class/" not in k and "/iou_" not in k
+                 and "/ap_" not in k}
+        print("\n" + format_metrics_table(table, title=f"{cfg.task_name} · {cfg.backbone.name}"))
+        write_json(out / "metrics.json", {"metrics": metrics, **results})
+        print(f"\nmetrics, checkpoints and logs: {out}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.monitor)  # for Hydra sweepers
+
+
+if __name__ == "__main__":
+    main()
