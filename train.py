@@ -41,6 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     # The datamodule first: a missing dataset stops here, before any model is built.
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    getattr(datamodule, "class_names", None)  # indexes the dataset now (lazy datamodules)
     model: L.LightningModule = instantiate(cfg.model)
     model = apply_channels_last(model, bool(cfg.channels_last))
     if cfg.get("compile"):

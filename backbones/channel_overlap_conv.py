@@ -73,10 +73,8 @@ class ChannelOverlapConv2d(nn.Module):
         chunk = in_channels // groups
         self.weight = nn.Parameter(torch.empty(out_channels, chunk * (1 + overlap), 1, 1))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        # chunk index seen by (group i, slot j) = (i + j) % groups; a constant, not a weight.
-        seen = (torch.arange(groups)[:, None] + torch.arange(1 + overlap)[None, :]) % groups
-        self.register_buffer("_seen_chunk", seen, persistent=False)
-        self._concat_order = seen.flatten().tolist()
+        # Chunks in the order the grouped conv of "concat" reads them: group i, slot j -> (i+j) % g.
+        self._concat_order = [(i + j) % groups for i in range(groups) for j in range(1 + overlap)]
         self.reset_parameters()
 
     @property
@@ -108,13 +106,16 @@ class ChannelOverlapConv2d(nn.Module):
 
     def dense_weight(self) -> Tensor:
         """The equivalent dense (out, in, 1, 1) weight; block-sparse, differentiable."""
-        g, slots = self.groups, 1 + self.overlap
-        out_per_group, chunk = self.out_channels // g, self.in_channels // g
-        compact = self.weight.reshape(g, out_per_group, slots, chunk)
-        dense = self.weight.new_zeros(g, out_per_group, g, chunk)
-        rows = torch.arange(g, device=self.weight.device)[:, None].expand(g, slots)
-        # Advanced indices around a slice put the indexed dims first: (g, slots, out/g, chunk).
-        dense[rows, :, self._seen_chunk, :] = compact.permute(0, 2, 1, 3)
+        g, chunk = self.groups, self.in_channels // self.groups
+        compact = self.weight.reshape(g, self.out_channels // g, 1 + self.overlap, chunk)
+        # Slot j as a block-diagonal matrix (group i's block on chunk i), columns rolled by j
+        # chunks so the block lands on chunk (i + j) % g; the slots never overlap, so the sum
+        # only adds zeros.
+        dense = None
+        for j in range(1 + self.overlap):
+            block = torch.block_diag(*compact[:, :, j].unbind(0))
+            block = block if j == 0 else torch.roll(block, shifts=j * chunk, dims=1)
+            dense = block if dense is None else dense + block
         return dense.reshape(self.out_channels, self.in_channels, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:

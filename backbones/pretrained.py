@@ -39,21 +39,14 @@ def load_backbone_weights(
     ``backbone.*``, name in ``hyper_parameters["backbone"]``), (b) a torchvision mobilenet_v2
     state dict (fits mv2_e6), or (c) a plain backbone state dict. Every tensor of ``backbone``
     must be present with the same shape; extra checkpoint tensors are ignored and reported.
-    With ``strict_arch`` the backbone name recorded in the checkpoint (if any) must equal
-    ``backbone.name``. Output stride does not matter: dilation changes no weights.
+    With ``strict_arch`` the backbone name recorded in the checkpoint (if any) must also equal
+    ``backbone.name``, even when the shapes match. Output stride does not matter: dilation changes no weights.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Backbone checkpoint not found: {path}")
     source, checkpoint_name, weights = _backbone_weights(_safe_load(path), path)
     target_name = getattr(backbone, "name", None)
-    if strict_arch and checkpoint_name and target_name and checkpoint_name != target_name:
-        raise ValueError(
-            f"{path} holds weights of backbone {checkpoint_name!r} but the target backbone is "
-            f"{target_name!r}; build {checkpoint_name!r} instead (or pass strict_arch=False to "
-            f"load anyway when the tensors match)."
-        )
-
     target = backbone.state_dict()
     missing = [k for k in target if k not in weights]
     mismatched = [k for k in target if k in weights and weights[k].shape != target[k].shape]
@@ -62,6 +55,12 @@ def load_backbone_weights(
         target_label = repr(target_name) if target_name else type(backbone).__name__
         raise ValueError(_mismatch_message(path, checkpoint_name, target_label, target, weights,
                                            missing, mismatched, unexpected))
+    if strict_arch and checkpoint_name and target_name and checkpoint_name != target_name:
+        raise ValueError(
+            f"{path} holds weights of backbone {checkpoint_name!r} but the target backbone is "
+            f"{target_name!r} (the tensor shapes happen to match); build {checkpoint_name!r} "
+            f"instead, or pass strict_arch=False to load anyway."
+        )
     backbone.load_state_dict({k: weights[k] for k in target}, strict=True)
     report = LoadReport(str(path), source, checkpoint_name, len(target), unexpected)
     log.info(

@@ -16,7 +16,8 @@ position, rotation, aspect, colour and shading, and may occlude each other or be
 image border.
 
 Everything is drawn from a seeded ``numpy.random.Generator`` per image, so the same seed and
-parameters give byte-identical files. A dataset is written into a temporary folder and renamed
+parameters give byte-identical files (with the same Pillow/libjpeg/zlib builds; other builds
+may rasterise or encode a few pixels differently). A dataset is written into a temporary folder and renamed
 into place with a marker file (``.synthetic_done.json`` holding the parameters) as the last
 step: a complete dataset is reused, a different parameter set regenerates it, and an
 interrupted run never leaves a folder that looks complete.
@@ -106,7 +107,7 @@ _SHAPES: dict[str, list[tuple[np.ndarray, int]]] = {
     "triangle": [(_regular_polygon(3, 1.0, -np.pi / 2), 255)],
     "star": [(_star(), 255)],
     "cross": [(_cross(), 255)],
-    "ring": [(_ellipse(1.0), 255), (_ellipse(0.58), 0)],
+    "ring": [(_ellipse(1.0), 255), (_ellipse(0.5), 0)],
     "crescent": [(_ellipse(1.0), 255), (_ellipse(0.85, (0.45, -0.1)), 0)],
     "bar": [(_rectangle(1.0, 0.24), 255)],
     "hexagon": [(_regular_polygon(6, 1.0), 255)],
@@ -182,16 +183,15 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     start = _random_colour(rng, rng.random(), (0.0, 0.6), (0.25, 0.95))
     end = _random_colour(rng, rng.random(), (0.0, 0.6), (0.25, 0.95))
     angle = rng.uniform(0.0, 2.0 * np.pi)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    # Both are smooth, so they are built on a coarse grid and upsampled once (cheap at any size).
+    cells = int(rng.integers(3, 7))
+    ys, xs = np.mgrid[0:cells, 0:cells].astype(np.float32) / (cells - 1)
     ramp = xs * np.cos(angle) + ys * np.sin(angle)
     ramp = (ramp - ramp.min()) / max(float(ramp.max() - ramp.min()), 1e-6)
-    canvas = start + (end - start) * ramp[..., None]
-    cells = int(rng.integers(3, 7))
-    blotches = (rng.random((cells, cells, 3)) * 255).astype(np.uint8)
-    blotches = np.asarray(Image.fromarray(blotches).resize((width, height), Image.BICUBIC), np.float32)
-    canvas += (blotches - 127.5) * rng.uniform(0.1, 0.35)
-
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    coarse = start + (end - start) * ramp[..., None]
+    coarse += (rng.random((cells, cells, 3), dtype=np.float32) - 0.5) * 255.0 * rng.uniform(0.1, 0.35)
+    coarse = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8))
+    image = coarse.resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
     side = min(width, height)
     for _ in range(int(rng.integers(2, 8))):  # thin lines
@@ -211,7 +211,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
 
 def _shape_patch(shape: str, radius: float, angle: float, aspect: float, centre: tuple[float, float]) -> tuple[np.ndarray, int, int]:
     """Rasterise a shape into a small boolean patch; returns (mask, patch x0, patch y0)."""
-    half = int(np.ceil(radius)) + 2
+    half = int(np.ceil(radius * max(aspect, 1.0))) + 2
     x0, y0 = int(np.floor(centre[0])) - half, int(np.floor(centre[1])) - half
     local = np.array([centre[0] - x0, centre[1] - y0])
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -255,7 +255,7 @@ def render_scene(
     fewer objects than requested, never zero when one was requested: the first object has
     nothing to occlude).
     """
-    canvas = _background(rng, width, height).astype(np.float32)
+    canvas = np.array(_background(rng, width, height))  # writable uint8 copy
     instance_map = np.zeros((height, width), dtype=np.uint8)
     side = min(width, height)
     objects: list[RenderedObject] = []
@@ -266,7 +266,8 @@ def render_scene(
         for attempt in range(attempts):
             if attempt >= attempts // 3:
                 scale *= 0.93
-            radius = max(scale * side / 2.0, 3.0)
+            # At least 14 px across, so even the thin parts of rings survive the void band.
+            radius = max(scale * side / 2.0, 7.0)
             centre = (rng.uniform(0, width), rng.uniform(0, height))
             mask, x0, y0 = _shape_patch(shape, radius, rng.uniform(0, 2 * np.pi), aspect, centre)
             full_area = int(mask.sum())
@@ -286,12 +287,12 @@ def render_scene(
                 obj.visible_area -= int(covered[k + 1])
             instance_map[iy0:iy1, ix0:ix1][inside] = len(objects) + 1
             fill = _object_fill(rng, request.class_index, iy1 - iy0, ix1 - ix0)
-            canvas[iy0:iy1, ix0:ix1][inside] = fill[inside]
+            canvas[iy0:iy1, ix0:ix1][inside] = np.clip(fill[inside], 0, 255).astype(np.uint8)
             objects.append(
                 RenderedObject(request.class_index, full_area, inside_area, truncated=inside_area < full_area)
             )
             break
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    image = Image.fromarray(canvas)
     # A slight blur softens the aliased polygon edges the way a camera would.
     image = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8))), np.float32)
     image = image + rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(*noise_sigma)
@@ -333,17 +334,24 @@ def _read_marker(folder: Path) -> dict | None:
         return None
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def _remove_stale_temporaries(final_dir: Path) -> None:
     """Delete temp folders left by interrupted runs whose process is gone."""
     for stale in final_dir.parent.glob(f".{final_dir.name}.tmp-*"):
         try:
             pid = int(stale.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)  # raises when no such process
-            if pid != os.getpid():
-                continue
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:  # alive, owned by someone else
+        except ValueError:
+            pid = None
+        if pid is not None and pid != os.getpid() and _process_alive(pid):
             continue
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -371,6 +379,9 @@ def _write_once(final_dir: Path, params: dict, write: Callable[[Path], None]) ->
         write(temporary)
         # The marker is written last: its presence means the folder is complete.
         (temporary / MARKER_NAME).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+        if _read_marker(final_dir) == params:  # another process finished the same dataset first
+            shutil.rmtree(temporary)
+            return False
         if final_dir.exists():  # an older synthetic dataset with other parameters
             shutil.rmtree(final_dir)
         os.replace(temporary, final_dir)
@@ -571,12 +582,31 @@ def write_voc_detection(
 
 
 def boundary_band(instance_map: np.ndarray, width: int) -> np.ndarray:
-    """Pixels within ``width // 2`` of a change of instance id (object/object or object/background)."""
-    size = max(3, width | 1)  # PIL rank filters need an odd size
-    labels = Image.fromarray(instance_map)
-    highest = np.asarray(labels.filter(ImageFilter.MaxFilter(size)))
-    lowest = np.asarray(labels.filter(ImageFilter.MinFilter(size)))
+    """Pixels whose ``width x width`` neighbourhood (odd width) holds more than one instance id."""
+    radius = max(width // 2, 1)
+    highest = _window_extreme(instance_map, radius, np.maximum)
+    lowest = _window_extreme(instance_map, radius, np.minimum)
     return highest != lowest
+
+
+def _window_extreme(values: np.ndarray, radius: int, op: np.ufunc) -> np.ndarray:
+    """Max/min over a (2r+1)^2 window, separably with shifted copies (edges: the window is cut).
+
+    Written out because PIL's rank filter sorts every window (several times slower) and scipy
+    is not a dependency of the project.
+    """
+    out = values
+    for axis in (0, 1):
+        result = out.copy()
+        length = out.shape[axis]
+        for shift in range(1, min(radius, length - 1) + 1):
+            ahead = [slice(None)] * 2
+            behind = [slice(None)] * 2
+            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+            op(result[tuple(ahead)], out[tuple(behind)], out=result[tuple(ahead)])
+            op(result[tuple(behind)], out[tuple(ahead)], out=result[tuple(behind)])
+        out = result
+    return out
 
 
 def segmentation_mask(scene: RenderedScene) -> np.ndarray:

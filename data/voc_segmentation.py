@@ -17,6 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from data.errors import DatasetNotFoundError
+from data.io import read_rgb
+from data.loaders import eval_loader, train_loader
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
 
 VOC_SEG_CLASSES = (
@@ -46,9 +48,9 @@ def find_voc2012(root: str | Path) -> Path:
     for candidate in (root / "VOCdevkit" / "VOC2012", root):
         if (candidate / "JPEGImages").is_dir() and (candidate / "ImageSets" / "Segmentation").is_dir():
             return candidate
-    raise DatasetNotFoundError(
-        root / "VOCdevkit" / "VOC2012", "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
-        hint="Download VOCtrainval_11-May-2012.tar and extract it under data.root "
+    raise DatasetNotFoundError.describe(
+        root.absolute() / "VOCdevkit" / "VOC2012", "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
+        problem="Download VOCtrainval_11-May-2012.tar and extract it under data.root "
              "(paths.data_dir or COG_DATA_DIR).",
     )
 
@@ -62,9 +64,9 @@ def read_split(voc_dir: Path, split: str) -> list[str]:
     path = voc_dir / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.txt"))
-        raise DatasetNotFoundError(
+        raise DatasetNotFoundError.describe(
             path, "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
-            hint=f"Split file '{split}.txt' is missing; splits present: {available or 'none'}.",
+            problem=f"Split file '{split}.txt' is missing; splits present: {available or 'none'}.",
         )
     ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
     if not ids:
@@ -87,11 +89,6 @@ def read_mask(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: unsupported mask mode {image.mode!r}; expected 'P' or 'L' index PNGs")
 
 
-def read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))
-
-
 class VOCSegmentation(Dataset):
     """``(image [3,H,W] float, mask [H,W] long)`` pairs of one split; 255 = ignore."""
 
@@ -112,9 +109,9 @@ class VOCSegmentation(Dataset):
         missing = [p for pair in zip(self.image_paths, self.mask_paths) for p in pair if not p.is_file()]
         if missing:
             shown = "\n  ".join(str(p) for p in missing[:5])
-            raise DatasetNotFoundError(
+            raise DatasetNotFoundError.describe(
                 missing[0], "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
-                hint=f"{len(missing)} file(s) listed by split '{split}' are missing, e.g.:\n  {shown}",
+                problem=f"{len(missing)} file(s) listed by split '{split}' are missing, e.g.:\n  {shown}",
             )
         self.transform = transform if transform is not None else eval_transform()
         self.num_classes = num_classes
@@ -125,7 +122,7 @@ class VOCSegmentation(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image [H,W,3] uint8 and mask [H,W] uint8 as stored, checked for size and class ids."""
-        image = read_image(self.image_paths[index])
+        image = read_rgb(self.image_paths[index])
         mask = read_mask(self.mask_paths[index])
         if image.shape[:2] != mask.shape:
             raise ValueError(
@@ -163,10 +160,12 @@ class VOCSegmentationDataModule(L.LightningDataModule):
     """VOC2012 segmentation (optionally SBD-augmented training set) for DeepLabv3.
 
     ``root`` is the folder holding ``VOCdevkit``. Training uses random scale (``scale_range``),
-    pad and ``image_size`` x ``image_size`` crops. Validation/test use whole images with batch 1
+    pad and ``crop_size`` x ``crop_size`` crops. Validation/test use whole images with batch 1
     (exact VOC evaluation) unless ``val_size`` is set: images are then padded to
     ``val_size`` x ``val_size`` (ignored padding, no resize) and batched with ``batch_size``.
     VOC2012 test masks are not public, so ``test_split`` defaults to ``val_split``.
+    ``use_sbd_aug`` trains on the ``SegmentationClassAug`` masks; a ``train_split`` left at
+    "train" then means ``train_aug``. Validation always reads ``SegmentationClass``.
     """
 
     def __init__(
@@ -178,7 +177,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         use_sbd_aug: bool = False,
         batch_size: int = 8,
         num_workers: int = 2,
-        image_size: int = 480,
+        crop_size: int = 480,
         scale_range: Sequence[float] = (0.5, 2.0),
         class_names: Sequence[str] = VOC_SEG_CLASSES,
         num_classes: int | None = None,
@@ -201,7 +200,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         self.test_split = test_split or val_split
         self.use_sbd_aug = use_sbd_aug
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.image_size, self.scale_range = int(image_size), tuple(scale_range)
+        self.crop_size, self.scale_range = int(crop_size), tuple(scale_range)
         self.val_size, self.ignore_index = val_size, ignore_index
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         # Fail at construction, before a model is built, when the dataset is not there.
@@ -217,7 +216,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         if stage not in self.datasets:
             if stage == "train":
                 split, transform = self.train_split, train_transform(
-                    self.image_size, self.scale_range, self.ignore_index)
+                    self.crop_size, self.scale_range, self.ignore_index)
             elif stage in ("val", "test"):
                 split = self.val_split if stage == "val" else self.test_split
                 transform = eval_transform(self.val_size, self.ignore_index)
@@ -243,28 +242,24 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         if stage in (None, "test"):
             self.dataset("test")
 
-    def _loader(self, stage: str) -> DataLoader:
-        dataset = self.dataset(stage)
-        train = stage == "train"
-        batch_size = self.batch_size if train or self.val_size is not None else 1
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            # The image-pooling branch of ASPP has BatchNorm on 1x1 maps: a last training batch of
-            # one image would make it fail, so incomplete training batches are dropped.
-            drop_last=train and len(dataset) > batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            collate_fn=default_collate if train else collate_same_size,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        dataset = self.dataset("train")
+        # The image-pooling branch of ASPP has BatchNorm on 1x1 maps: a last training batch of
+        # one image would make it fail, so incomplete training batches are dropped.
+        return train_loader(dataset, self.batch_size, self.num_workers, default_collate,
+                            self._pin_memory(), self.persistent_workers,
+                            drop_last=len(dataset) > self.batch_size)
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        batch_size = 1 if self.val_size is None else self.batch_size
+        return eval_loader(self.dataset(stage), batch_size, self.num_workers, collate_same_size,
+                           self._pin_memory(), self.persistent_workers)
+
+    def _pin_memory(self) -> bool:
+        return self.pin_memory and torch.cuda.is_available()
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._eval_loader("test")

@@ -1,0 +1,1 @@
+"""Analyses of trained checkpoints (per-class accuracy, confusion matrix)."""

@@ -1,0 +1,903 @@
+"""Training and inference throughput (images/s) of the task models against torchvision's own.
+
+    python -m benchmarks.throughput                                   # all tasks, thesis sizes
+    python -m benchmarks.throughput --quick                           # small sizes, a quick look
+    python -m benchmarks.throughput --tasks classification --backbones mv2_e6,cog_e6 --csv out.csv
+    python -m benchmarks.throughput --data --no-models                # data pipeline alone
+    python -m benchmarks.throughput --cog-impls                       # COG implementations, whole models
+    python -m benchmarks.throughput --loop                            # train.py epoch vs raw step
+
+What one step is:
+- training: the task's own ``training_step`` (loss, metric updates; ``self.log`` is a no-op
+  without a Trainer), ``backward``, the task's optimizer (``tasks.base.build_optimizer`` with the
+  task's ``optimizer`` settings: AdamW for classification/segmentation, SGD for detection; the
+  per-iteration lr schedule is left out, it costs microseconds) and ``zero_grad``; model in train
+  mode. The torchvision references use their own loss (cross-entropy; SSD's built-in MultiBox
+  loss) with the same optimizer settings.
+- inference: eval mode under ``torch.inference_mode``; for detection forward + post-processing
+  (ours: ``DetectionTask.detect``, torchvision: its eval-mode forward, which includes NMS).
+
+References: ``mobilenet_v2`` (the same architecture as ``mv2_e6``),
+``ssdlite320_mobilenet_v3_large`` (resize set to our input size, so both see the same pixels) and
+``deeplabv3_mobilenet_v3_large`` (aux_loss=False), all from scratch (no weights).
+
+CPU runs fp32; CUDA runs bf16 autocast with channels_last, and synchronises around every timed
+run. Each run is ``--steps`` steps after ``--warmup`` steps; ours and the reference alternate
+run by run (rotating the order each repeat) so machine noise hits them alike. Tables give the
+median images/s over ``--repeats`` runs; a ratio is the median of the per-repeat ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TASKS = ("classification", "detection", "segmentation")
+BACKBONES = ("mv2_e2", "cog_e2", "mv2_e6", "cog_e6")
+REFERENCE_LABEL = {
+    "classification": "tv mobilenet_v2",
+    "detection": "tv ssdlite320_mnv3",
+    "segmentation": "tv deeplabv3_mnv3",
+}
+# Classes of the benchmark models: an ImageNet-size classifier (thesis Table 5.2), VOC for the rest.
+NUM_CLASSES = {"classification": 1000, "detection": 20, "segmentation": 21}
+BOXES_PER_IMAGE = 3  # random ground-truth boxes per detection image (VOC averages ~2.4)
+
+
+@dataclass(frozen=True)
+class Size:
+    image_size: int
+    batch_size: int
+
+
+# Thesis settings; --quick uses the second set (CPU smoke runs).
+THESIS_SIZES = {"classification": Size(224, 16), "detection": Size(300, 24), "segmentation": Size(480, 8)}
+QUICK_SIZES = {"classification": Size(96, 4), "detection": Size(160, 4), "segmentation": Size(128, 2)}
+
+# Training without a Trainer: the tasks' self.log calls are no-ops that warn; the warning is noise.
+warnings.filterwarnings("ignore", message=r".*self\.log\(\)` but the `self\.trainer` reference.*")
+
+
+# ----------------------------------------------------------------------------------------------
+# Small reporting helpers (median-of-runs statistics, markdown tables, CSV, machine line).
+# ----------------------------------------------------------------------------------------------
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """Median of run-by-run ratios of two interleaved series (noise in a run hits both)."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(f"paired_ratio needs two equally long non-empty series, got "
+                         f"{len(numerator)} and {len(denominator)} values")
+    if any(d <= 0 for d in denominator):
+        raise ValueError("paired_ratio: the denominator series holds a non-positive value")
+    return statistics.median(n / d for n, d in zip(numerator, denominator))
+
+
+def spread_percent(values: Sequence[float]) -> float:
+    """(max - min) / median in percent: how noisy the repeats were."""
+    return 100.0 * (max(values) - min(values)) / statistics.median(values)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    rows = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *(line(r) for r in rows)])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def describe_machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = ", load avg %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}, "
+            f"torch {torch.__version__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices, precision and timing
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how models run: CPU fp32, or CUDA with bf16 autocast and channels_last."""
+
+    device: torch.device
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def precision(self) -> str:
+        return "bf16-autocast+channels_last" if self.cuda else "fp32"
+
+    def autocast(self):
+        if self.cuda:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def place_model(self, model: nn.Module) -> nn.Module:
+        if self.cuda:
+            return model.to(self.device, memory_format=torch.channels_last)
+        return model.to(self.device)
+
+    def place_images(self, images: Tensor) -> Tensor:
+        images = images.to(self.device)
+        return images.contiguous(memory_format=torch.channels_last) if self.cuda else images
+
+
+def resolve_devices(spec: str) -> list[Runtime]:
+    """``auto`` = CPU, plus CUDA when present; else a comma list of cpu / cuda[:i]."""
+    names = ["cpu", "cuda"] if spec == "auto" else [s.strip() for s in spec.split(",") if s.strip()]
+    runtimes = []
+    for name in names:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            if spec == "auto":
+                continue
+            raise SystemExit(f"error: --device {name} asked for, but torch sees no CUDA device; "
+                             "use --device cpu")
+        if device.type not in ("cpu", "cuda"):
+            raise SystemExit(f"error: --device takes cpu, cuda or auto, got {name!r}")
+        runtimes.append(Runtime(device))
+    return runtimes
+
+
+def oversubscribed() -> bool:
+    """More runnable processes than cores while torch runs several intra-op threads."""
+    if not hasattr(os, "getloadavg") or torch.get_num_threads() < 2:
+        return False
+    return os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
+def time_runs(steps: Mapping[str, Callable[[], Any]], runtime: Runtime, num_steps: int,
+              repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per run of ``num_steps`` calls, for every step function, interleaved.
+
+    Each function gets ``warmup`` untimed calls first; then every repeat times each function
+    once, the order rotated by one per repeat so no function always runs right after another.
+    """
+    if num_steps < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1, repeats >= 1, warmup >= 0; got {num_steps}, {repeats}, {warmup}")
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    runtime.synchronize()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            runtime.synchronize()
+            start = time.perf_counter()
+            for _ in range(num_steps):
+                steps[name]()
+            runtime.synchronize()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def images_per_second(seconds: Sequence[float], batch_size: int, num_steps: int) -> list[float]:
+    return [batch_size * num_steps / s for s in seconds]
+
+
+# ----------------------------------------------------------------------------------------------
+# Models, batches and step functions per task
+# ----------------------------------------------------------------------------------------------
+def build_task_model(task: str, backbone: str | Mapping[str, Any], num_classes: int | None = None) -> L.LightningModule:
+    """Our LightningModule of ``task`` with its default (thesis) settings."""
+    num_classes = NUM_CLASSES[task] if num_classes is None else num_classes
+    if task == "classification":
+        from tasks.classification import ClassificationTask
+        return ClassificationTask(backbone=backbone, num_classes=num_classes)
+    if task == "detection":
+        from tasks.detection import DetectionTask
+        return DetectionTask(backbone=backbone, num_classes=num_classes)
+    if task == "segmentation":
+        from tasks.segmentation import SegmentationTask
+        return SegmentationTask(backbone=backbone, num_classes=num_classes)
+    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+
+
+def build_reference_model(task: str, image_size: int, num_classes: int | None = None) -> nn.Module:
+    """torchvision's closest model for ``task``, from scratch."""
+    from torchvision.models import mobilenet_v2
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    num_classes = NUM_CLASSES[task] if num_classes is None else num_classes
+    if task == "classification":
+        return mobilenet_v2(weights=None, num_classes=num_classes)
+    if task == "detection":
+        model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                              num_classes=num_classes + 1)  # + background
+        # Its transform resizes every image to 320x320; use our input size instead.
+        model.transform.min_size = (image_size,)
+        model.transform.max_size = image_size
+        model.transform.fixed_size = (image_size, image_size)
+        return model
+    if task == "segmentation":
+        return deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False,
+                                            num_classes=num_classes)
+    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+
+
+def make_batch(task: str, size: Size, runtime: Runtime, num_classes: int | None = None,
+               seed: int = 0) -> tuple[Tensor, Any]:
+    """A random training batch in the task's batch format (see ARCHITECTURE.md)."""
+    num_classes = NUM_CLASSES[task] if num_classes is None else num_classes
+    gen = torch.Generator().manual_seed(seed)
+    b, s = size.batch_size, size.image_size
+    images = runtime.place_images(torch.randn(b, 3, s, s, generator=gen))
+    if task == "classification":
+        return images, torch.randint(0, num_classes, (b,), generator=gen).to(runtime.device)
+    if task == "detection":
+        targets = []
+        for _ in range(b):
+            corner = torch.rand(BOXES_PER_IMAGE, 2, generator=gen) * 0.6 * s
+            extent = (0.1 + 0.3 * torch.rand(BOXES_PER_IMAGE, 2, generator=gen)) * s
+            boxes = torch.cat([corner, (corner + extent).clamp(max=s)], dim=1)
+            targets.append({
+                "boxes": boxes.to(runtime.device),
+                "labels": torch.randint(1, num_classes + 1, (BOXES_PER_IMAGE,), generator=gen).to(runtime.device),
+                "difficult": torch.zeros(BOXES_PER_IMAGE, dtype=torch.bool, device=runtime.device),
+            })
+        return images, targets
+    if task == "segmentation":
+        masks = torch.randint(0, num_classes, (b, s, s), generator=gen)
+        masks[:, :, : s // 16] = 255  # some ignored pixels, as on VOC object boundaries
+        return images, masks.to(runtime.device)
+    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+
+
+def task_optimizer(model: L.LightningModule) -> torch.optim.Optimizer:
+    """The optimizer ``configure_optimizers`` builds, without the lr schedule (needs a Trainer)."""
+    from tasks.base import build_optimizer
+    return build_optimizer(model, **dict(model.hparams.get("optimizer") or {}))
+
+
+def ours_loss(model: L.LightningModule, batch: tuple[Tensor, Any]) -> Tensor:
+    out = model.training_step(batch, 0)
+    return out["loss"] if isinstance(out, Mapping) else out
+
+
+def reference_loss(task: str, model: nn.Module, batch: tuple[Tensor, Any]) -> Tensor:
+    images, target = batch
+    if task == "classification":
+        return F.cross_entropy(model(images), target)
+    if task == "detection":
+        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in target]
+        return sum(model(list(images), targets).values())
+    return F.cross_entropy(model(images)["out"], target, ignore_index=255)
+
+
+def ours_inference(task: str, model: L.LightningModule, images: Tensor) -> Any:
+    return model.detect(images) if task == "detection" else model(images)
+
+
+def reference_inference(task: str, model: nn.Module, images: Tensor) -> Any:
+    return model(list(images)) if task == "detection" else model(images)
+
+
+def train_step_fn(model: nn.Module, loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer,
+                  runtime: Runtime) -> Callable[[], None]:
+    def step() -> None:
+        model.train()
+        with runtime.autocast():
+            loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def inference_step_fn(model: nn.Module, infer: Callable[[], Any], runtime: Runtime) -> Callable[[], None]:
+    def step() -> None:
+        model.eval()
+        with torch.inference_mode(), runtime.autocast():
+            infer()
+    return step
+
+
+@dataclass
+class Entry:
+    """One model under test with its training and inference step functions."""
+
+    label: str
+    train: Callable[[], None]
+    infer: Callable[[], None]
+    model: nn.Module = field(repr=False)
+
+
+def ours_entry(task: str, backbone: str | Mapping[str, Any], batch: tuple[Tensor, Any],
+               runtime: Runtime, label: str | None = None) -> Entry:
+    model = runtime.place_model(build_task_model(task, backbone))
+    optimizer = task_optimizer(model)
+    name = label or (backbone if isinstance(backbone, str) else backbone["name"])
+    return Entry(name, train_step_fn(model, lambda: ours_loss(model, batch), optimizer, runtime),
+                 inference_step_fn(model, lambda: ours_inference(task, model, batch[0]), runtime), model)
+
+
+def reference_entry(task: str, size: Size, batch: tuple[Tensor, Any], runtime: Runtime,
+                    optimizer_settings: Mapping[str, Any]) -> Entry:
+    from tasks.base import build_optimizer
+
+    model = runtime.place_model(build_reference_model(task, size.image_size))
+    optimizer = build_optimizer(model, **dict(optimizer_settings))
+    return Entry(REFERENCE_LABEL[task],
+                 train_step_fn(model, lambda: reference_loss(task, model, batch), optimizer, runtime),
+                 inference_step_fn(model, lambda: reference_inference(task, model, batch[0]), runtime),
+                 model)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mode 1: models (ours vs torchvision), training and inference
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class ModelResult:
+    task: str
+    label: str
+    runtime: Runtime
+    size: Size
+    train_ips: list[float]
+    infer_ips: list[float]
+
+
+def benchmark_task(task: str, backbones: Sequence[str], size: Size, runtime: Runtime,
+                   steps: int, repeats: int, warmup: int) -> list[ModelResult]:
+    torch.manual_seed(0)
+    batch = make_batch(task, size, runtime)
+    entries = [ours_entry(task, name, batch, runtime) for name in backbones]
+    settings = dict(entries[0].model.hparams.get("optimizer") or {}) if entries else \
+        dict(build_task_model(task, "mv2_e2").hparams.get("optimizer") or {})
+    entries.append(reference_entry(task, size, batch, runtime, settings))
+    results = {}
+    for mode in ("train", "infer"):
+        seconds = time_runs({e.label: getattr(e, mode) for e in entries}, runtime, steps, repeats, warmup)
+        results[mode] = {k: images_per_second(v, size.batch_size, steps) for k, v in seconds.items()}
+    return [ModelResult(task, e.label, runtime, size, results["train"][e.label], results["infer"][e.label])
+            for e in entries]
+
+
+def ratio_rows(results: Sequence[ModelResult]) -> list[list[Any]]:
+    """Ratio rows: mv2_e6 / torchvision mobilenet_v2 (classification), every model / its
+    torchvision reference, and COG / MV2 at the same expansion."""
+    by_key = {(r.runtime.device.type, r.task, r.label): r for r in results}
+    rows: list[list[Any]] = []
+
+    def add(what: str, target: str, a: ModelResult, b: ModelResult) -> None:
+        rows.append([a.runtime.device.type, a.task, what,
+                     paired_ratio(a.train_ips, b.train_ips), paired_ratio(a.infer_ips, b.infer_ips), target])
+
+    for (device, task, label), result in by_key.items():
+        if label == REFERENCE_LABEL[task]:
+            continue
+        reference = by_key.get((device, task, REFERENCE_LABEL[task]))
+        if reference is not None:
+            target = ">= 1.0 (same architecture)" if (task, label) == ("classification", "mv2_e6") else ""
+            add(f"{label} / {reference.label}", target, result, reference)
+    for (device, task, label), result in by_key.items():
+        if label.startswith("cog_"):
+            mv2 = by_key.get((device, task, "mv2_" + label[len("cog_"):]))
+            if mv2 is not None:
+                add(f"{label} / {mv2.label}", "train >= 1.0", result, mv2)
+    return rows
+
+
+def report_models(results: Sequence[ModelResult], steps: int) -> list[dict[str, Any]]:
+    csv_rows = []
+    groups: dict[tuple[str, str], list[ModelResult]] = {}
+    for r in results:
+        groups.setdefault((r.runtime.device.type, r.task), []).append(r)
+    for (device, task), group in groups.items():
+        size, runtime = group[0].size, group[0].runtime
+        reference = next((r for r in group if r.label == REFERENCE_LABEL[task]), None)
+        print(f"\n### {task} · {device} {runtime.precision} · {size.image_size} px, batch {size.batch_size}\n")
+        rows = []
+        for r in group:
+            train, infer = statistics.median(r.train_ips), statistics.median(r.infer_ips)
+            vs_train = paired_ratio(r.train_ips, reference.train_ips) if reference else math.nan
+            vs_infer = paired_ratio(r.infer_ips, reference.infer_ips) if reference else math.nan
+            rows.append([r.label, train, f"±{spread_percent(r.train_ips) / 2:.0f}%", infer,
+                         f"±{spread_percent(r.infer_ips) / 2:.0f}%", vs_train, vs_infer])
+            for mode, values in (("train", r.train_ips), ("infer", r.infer_ips)):
+                csv_rows.append({
+                    "kind": "model", "task": task, "model": r.label, "mode": mode, "device": device,
+                    "precision": runtime.precision, "image_size": size.image_size,
+                    "batch_size": size.batch_size, "steps": steps, "repeats": len(values),
+                    "images_per_s_median": statistics.median(values), "images_per_s_min": min(values),
+                    "images_per_s_max": max(values),
+                    "vs_reference": vs_train if mode == "train" else vs_infer,
+                })
+        print(markdown_table(["model", "train img/s", "spread", "infer img/s", "spread",
+                              "train ÷ tv", "infer ÷ tv"], rows))
+    rows = ratio_rows(results)
+    if rows:
+        print("\n### ratios (median of per-repeat ratios)\n")
+        print(markdown_table(["device", "task", "ratio", "train", "inference", "target"], rows))
+    return csv_rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Mode 2: data pipeline alone (decode + augmentation, one process)
+# ----------------------------------------------------------------------------------------------
+def synthetic_train_dataset(task: str, root: Path, image_size: int, source_size: int, count: int):
+    """The task's training dataset (real reader + training transform) on a synthetic set of
+    ``count`` images of about ``source_size`` px, written with data/synthetic.py's writers."""
+    from data.synthetic_datamodule import synthetic_datamodule
+
+    classes = 8
+    if task == "classification":
+        generator = {"images_per_class": max(2, math.ceil(count / classes / 0.9)), "image_size": source_size}
+        num_classes = classes
+    elif task == "detection":
+        generator = {"num_train": count, "num_test": 2, "image_size": source_size, "num_classes": classes}
+        num_classes = classes
+    else:
+        generator = {"num_train": count, "num_val": 2, "image_size": source_size, "num_classes": classes}
+        num_classes = classes + 1  # + background
+    datamodule = synthetic_datamodule(task, root, batch_size=2, num_workers=0, image_size=image_size,
+                                      num_classes=num_classes, generator=generator)
+    datamodule.setup("fit")
+    return datamodule.train_dataloader().dataset
+
+
+def benchmark_data(task: str, root: Path, image_size: int, source_size: int, count: int,
+                   repeats: int) -> list[float]:
+    """Images/s of ``dataset[i]`` (read + decode + augment + to tensor), one pass per repeat."""
+    dataset = synthetic_train_dataset(task, root, image_size, source_size, count)
+    n = min(count, len(dataset))
+    for i in range(min(3, n)):  # warm-up: imports, first-call caches
+        dataset[i]
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(n):
+            dataset[i]
+        rates.append(n / (time.perf_counter() - start))
+    return rates
+
+
+# ----------------------------------------------------------------------------------------------
+# Mode 3: COG implementations on whole models
+# ----------------------------------------------------------------------------------------------
+def set_cog_impl(model: nn.Module, impl: str) -> int:
+    """Set ``impl`` on every ChannelOverlapConv2d of ``model``; returns how many there are."""
+    from backbones import ChannelOverlapConv2d
+
+    convs = [m for m in model.modules() if isinstance(m, ChannelOverlapConv2d)]
+    for conv in convs:
+        conv.impl = impl
+    return len(convs)
+
+
+def check_impls_agree(model: nn.Module, images: Tensor, impls: Sequence[str], runtime: Runtime) -> float:
+    """Largest relative output difference between the implementations (eval mode, same weights)."""
+    outputs = []
+    model.eval()
+    with torch.inference_mode(), runtime.autocast():
+        for impl in impls:
+            set_cog_impl(model, impl)
+            out = model(images[:2])
+            outputs.append((out[0] if isinstance(out, tuple) else out).float())
+    scale = outputs[0].abs().max().clamp(min=1e-12)
+    return max(float((o - outputs[0]).abs().max() / scale) for o in outputs[1:])
+
+
+def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, steps: int,
+                        repeats: int, warmup: int, try_compile: bool) -> list[dict[str, Any]]:
+    from backbones.channel_overlap_conv import IMPLS, ChannelOverlapConv2d
+
+    torch.manual_seed(0)
+    batch = make_batch(task, size, runtime)
+    model = runtime.place_model(build_task_model(task, backbone))
+    if set_cog_impl(model, "concat") == 0:
+        raise SystemExit(f"error: {backbone} has no ChannelOverlapConv2d; --cog-impls needs cog_* backbones")
+    auto = ChannelOverlapConv2d(8, 8).resolved_impl(runtime.device)
+    difference = check_impls_agree(model, batch[0], IMPLS, runtime)
+    optimizer = task_optimizer(model)
+    raw_step = train_step_fn(model, lambda: ours_loss(model, batch), optimizer, runtime)
+
+    current = [None]
+
+    def with_impl(impl: str) -> Callable[[], None]:
+        def step() -> None:
+            if current[0] != impl:  # switch once per timed run, not on every step
+                set_cog_impl(model, impl)
+                current[0] = impl
+            raw_step()
+        return step
+
+    seconds = time_runs({impl: with_impl(impl) for impl in IMPLS}, runtime, steps, repeats, warmup)
+    ips = {k: images_per_second(v, size.batch_size, steps) for k, v in seconds.items()}
+    best = max(ips, key=lambda k: statistics.median(ips[k]))
+    rows = [{"impl": impl, "images_per_s": ips[impl], "vs_best_eager": paired_ratio(ips[impl], ips[best])}
+            for impl in IMPLS]
+
+    compile_note = "not tried (--no-compile)"
+    if try_compile:
+        compiled = copy.deepcopy(model)
+        set_cog_impl(compiled, best)
+        compiled.compile()  # compiles __call__ in place: training_step's self(images) runs it
+        compiled_optimizer = task_optimizer(compiled)
+        compiled_step = train_step_fn(compiled, lambda: ours_loss(compiled, batch), compiled_optimizer, runtime)
+        start = time.perf_counter()
+        try:
+            compiled_step()
+            runtime.synchronize()
+        except Exception as exc:  # noqa: BLE001 - any compiler failure is a result to report
+            compile_note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        else:
+            compile_seconds = time.perf_counter() - start
+            seconds = time_runs({best: with_impl(best), "compile": compiled_step}, runtime, steps,
+                                repeats, warmup)
+            pair = {k: images_per_second(v, size.batch_size, steps) for k, v in seconds.items()}
+            rows.append({"impl": f"torch.compile({best})", "images_per_s": pair["compile"],
+                         "vs_best_eager": paired_ratio(pair["compile"], pair[best])})
+            compile_note = f"first compiled step (compilation) took {compile_seconds:.0f} s"
+
+    print(f"\n### COG implementations · {task} {backbone} · {runtime.device.type} {runtime.precision} · "
+          f"{size.image_size} px, batch {size.batch_size} (training step)\n")
+    print(markdown_table(["impl", "train img/s", "spread", "÷ best eager"],
+                         [[r["impl"], statistics.median(r["images_per_s"]),
+                           f"±{spread_percent(r['images_per_s']) / 2:.0f}%", r["vs_best_eager"]] for r in rows]))
+    print(f"\nfastest eager: {best}; `auto` on {runtime.device.type} selects: {auto}"
+          + ("" if auto == best else "  <-- the auto table disagrees with this measurement"))
+    print(f"largest relative output difference between impls: {difference:.2e}")
+    print(f"torch.compile: {compile_note}")
+    return [{"kind": "cog_impl", "task": task, "model": backbone, "mode": "train", "impl": r["impl"],
+             "device": runtime.device.type, "precision": runtime.precision, "image_size": size.image_size,
+             "batch_size": size.batch_size, "steps": steps, "repeats": len(r["images_per_s"]),
+             "images_per_s_median": statistics.median(r["images_per_s"]),
+             "images_per_s_min": min(r["images_per_s"]), "images_per_s_max": max(r["images_per_s"]),
+             "vs_best_eager": r["vs_best_eager"], "auto_impl": auto} for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mode 4: a real train.py run vs the raw step
+# ----------------------------------------------------------------------------------------------
+class BatchTimer(L.Callback):
+    """Timestamps every training batch start/end and epoch start; writes them as JSON at the end.
+
+    Usable from a config: ``+callbacks.batch_timer._target_=benchmarks.throughput.BatchTimer``
+    ``+callbacks.batch_timer.output=timing.json``.
+    """
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.epochs: list[dict[str, Any]] = []
+
+    def _sync(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._sync(pl_module)
+        self.epochs.append({"start": time.perf_counter(), "batches": []})
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self.epochs[-1]["batches"].append({"start": time.perf_counter(), "images": int(batch[0].shape[0])})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self.epochs[-1]["batches"][-1]["end"] = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        Path(self.output).write_text(json.dumps({"epochs": self.epochs}))
+
+
+@dataclass
+class LoopTiming:
+    images: int
+    wall_seconds: float  # from the first timed batch start to the last batch end, per epoch
+    step_seconds: float  # sum over timed batches of batch end - batch start
+    gap_seconds: float  # wall - step: data fetch and everything between two batches
+
+    @property
+    def wall_ips(self) -> float:
+        return self.images / self.wall_seconds
+
+    @property
+    def step_ips(self) -> float:
+        return self.images / self.step_seconds
+
+
+def summarise_loop(epochs: Sequence[Mapping[str, Any]], skip_first: int) -> LoopTiming:
+    """Steady throughput of the epochs: the first ``skip_first`` batches of the first epoch are
+    warm-up; later epochs count from their epoch start (their first data fetch included)."""
+    images = wall = step = 0.0
+    for number, epoch in enumerate(epochs):
+        batches = [b for b in epoch["batches"] if "end" in b]
+        if number == 0:
+            batches = batches[skip_first:]
+            start = batches[0]["start"] if batches else None
+        else:
+            start = epoch["start"]
+        if not batches:
+            continue
+        images += sum(b["images"] for b in batches)
+        wall += batches[-1]["end"] - start
+        step += sum(b["end"] - b["start"] for b in batches)
+    if images == 0:
+        raise ValueError(f"no timed batches: the epochs are not longer than the {skip_first} warm-up batches")
+    return LoopTiming(int(images), wall, step, wall - step)
+
+
+def compose_train_config(overrides: Sequence[str]):
+    """``configs/train.yaml`` composed with ``overrides`` as train.py would (no Hydra run dir)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    config_dir = str(Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(version_base="1.3", config_dir=config_dir):
+        return compose("train", overrides=list(overrides))
+
+
+def loop_overrides(task: str, backbone: str, size: Size, steps_per_epoch: int, epochs: int,
+                   synthetic_dir: Path, output_dir: Path, timer_output: Path, runtime: Runtime,
+                   num_workers: int | None) -> list[str]:
+    count = steps_per_epoch * size.batch_size
+    if task == "classification":
+        # The held-out 10 % of every class is not trained on; 8 classes in the synthetic set.
+        generator = [f"synthetic.generator.images_per_class={math.ceil(count / 8 / 0.9) + 1}"]
+    else:
+        generator = [f"synthetic.generator.num_train={count}"]
+    overrides = [
+        f"task={task}", "data=synthetic", f"backbone={backbone}",
+        f"paths.synthetic_dir={synthetic_dir}", f"paths.output_dir={output_dir}", f"paths.log_dir={output_dir}",
+        f"batch_size={size.batch_size}", f"synthetic.image_size={size.image_size}", *generator,
+        f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
+        f"trainer.accelerator={'gpu' if runtime.cuda else 'cpu'}",
+        "+callbacks.batch_timer._target_=benchmarks.throughput.BatchTimer",
+        f"+callbacks.batch_timer.output={timer_output}",
+    ]
+    if num_workers is not None:
+        overrides.append(f"num_workers={num_workers}")
+    return overrides
+
+
+def raw_step_ips(cfg, runtime: Runtime, steps: int, repeats: int, warmup: int) -> tuple[list[float], int]:
+    """Images/s of the raw step on the model and a real batch of ``cfg`` (as train.py builds them)."""
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    datamodule = instantiate(cfg.data, num_workers=0)
+    datamodule.setup("fit")
+    images, target = next(iter(datamodule.train_dataloader()))
+    images = runtime.place_images(images)
+    if isinstance(target, Tensor):
+        target = target.to(runtime.device)
+    else:
+        target = [{k: v.to(runtime.device) for k, v in t.items()} for t in target]
+    model = runtime.place_model(instantiate(cfg.model))
+    step = train_step_fn(model, lambda: ours_loss(model, (images, target)), task_optimizer(model), runtime)
+    seconds = time_runs({"raw": step}, runtime, steps, repeats, warmup)["raw"]
+    return images_per_second(seconds, images.shape[0], steps), images.shape[0]
+
+
+def benchmark_loop(task: str, backbone: str, size: Size, runtime: Runtime, args) -> dict[str, Any]:
+    from omegaconf import open_dict
+
+    from train import train
+
+    with tempfile.TemporaryDirectory(prefix="throughput-loop-") as tmp:
+        tmp = Path(tmp)
+        synthetic_dir = Path(args.synthetic_dir) if args.synthetic_dir else tmp / "synthetic"
+        timer_output = tmp / "batch_timing.json"
+        cfg = compose_train_config(loop_overrides(
+            task, backbone, size, args.loop_steps, args.loop_epochs, synthetic_dir, tmp / "run",
+            timer_output, runtime, args.num_workers))
+        with open_dict(cfg):
+            cfg.trainer.enable_model_summary = False
+        raw_before, _ = raw_step_ips(cfg, runtime, args.steps, args.repeats, args.warmup)
+        start = time.perf_counter()
+        train(cfg)
+        fit_seconds = time.perf_counter() - start
+        raw_after, _ = raw_step_ips(cfg, runtime, args.steps, args.repeats, args.warmup)
+        epochs = json.loads(timer_output.read_text())["epochs"]
+    timing = summarise_loop(epochs, args.loop_skip)
+    raw = statistics.median(raw_before + raw_after)
+    result = {
+        "kind": "loop", "task": task, "model": backbone, "device": runtime.device.type,
+        "precision": runtime.precision, "image_size": size.image_size, "batch_size": size.batch_size,
+        "num_workers": int(cfg.num_workers), "timed_images": timing.images,
+        "raw_images_per_s": raw, "raw_before": statistics.median(raw_before),
+        "raw_after": statistics.median(raw_after),
+        "loop_images_per_s": timing.wall_ips, "loop_step_only_images_per_s": timing.step_ips,
+        "loop_ratio": timing.wall_ips / raw, "step_only_ratio": timing.step_ips / raw,
+        "gap_share": timing.gap_seconds / timing.wall_seconds, "fit_seconds": fit_seconds,
+    }
+    print(f"\n### train.py loop vs raw step · {task} {backbone} · {runtime.device.type} {runtime.precision} · "
+          f"{size.image_size} px, batch {size.batch_size}, num_workers {result['num_workers']}\n")
+    print(markdown_table(
+        ["measure", "img/s", "÷ raw step"],
+        [["raw step (median before + after the fit)", raw, 1.0],
+         ["train.py epoch (batch start .. next batch start)", timing.wall_ips, result["loop_ratio"]],
+         ["  of which inside the step (batch start .. end)", timing.step_ips, result["step_only_ratio"]]]))
+    print(f"\nraw before/after the fit: {result['raw_before']:.2f} / {result['raw_after']:.2f} img/s; "
+          f"time between batches (data wait, callbacks): {100 * result['gap_share']:.1f}% of the epoch; "
+          f"{timing.images} timed images; whole fit {fit_seconds:.0f} s")
+    verdict = "meets" if result["loop_ratio"] >= 0.8 else "MISSES"
+    print(f"target train.py >= 0.8 x raw step: {verdict} ({result['loop_ratio']:.2f})")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+def _choices(value: str, valid: Sequence[str], what: str) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in valid]
+    if unknown or not chosen:
+        raise SystemExit(f"error: unknown {what} {unknown or value!r}; valid: {', '.join(valid)}")
+    return chosen
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma list of %(default)s")
+    parser.add_argument("--backbones", default=",".join(BACKBONES), help="comma list (default %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (cpu, + cuda if present), cpu, cuda")
+    parser.add_argument("--quick", action="store_true", help="small images and batches (CPU smoke run)")
+    parser.add_argument("--batch-size", type=int, help="override every task's batch size")
+    parser.add_argument("--image-size", type=int, help="override every task's image size")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed run (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per model (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default %(default)s)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--csv", help="write all measurements to this CSV file")
+    parser.add_argument("--no-models", action="store_true", help="skip the ours-vs-torchvision model timing")
+    parser.add_argument("--data", action="store_true", help="also time the data pipeline alone")
+    parser.add_argument("--data-images", type=int, default=48, help="images per data pass (default %(default)s)")
+    parser.add_argument("--data-source-size", type=int, default=400,
+                        help="side of the synthetic source images for --data (default %(default)s, ~VOC)")
+    parser.add_argument("--cog-impls", action="store_true",
+                        help="only: time whole-model training steps per ChannelOverlapConv2d impl")
+    parser.add_argument("--no-compile", action="store_true", help="--cog-impls without torch.compile")
+    parser.add_argument("--loop", action="store_true", help="only: train.py epoch vs raw step")
+    parser.add_argument("--loop-epochs", type=int, default=2)
+    parser.add_argument("--loop-steps", type=int, default=20, help="training steps per epoch for --loop")
+    parser.add_argument("--loop-skip", type=int, default=3, help="warm-up batches not counted in --loop")
+    parser.add_argument("--num-workers", type=int, help="--loop: data workers (default: the config's)")
+    parser.add_argument("--synthetic-dir", help="where --loop/--data write the synthetic set (default: temp)")
+    args = parser.parse_args(argv)
+    args.tasks = _choices(args.tasks, TASKS, "task")
+    from backbones import list_backbones
+    args.backbones = _choices(args.backbones, list_backbones(), "backbone")
+    for name in ("steps", "repeats", "batch_size", "image_size", "loop_steps", "loop_epochs", "data_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {value}")
+    return args
+
+
+def task_size(task: str, args: argparse.Namespace) -> Size:
+    base = (QUICK_SIZES if args.quick else THESIS_SIZES)[task]
+    return Size(args.image_size or base.image_size, args.batch_size or base.batch_size)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runtimes = resolve_devices(args.device)
+    sizes = {task: task_size(task, args) for task in args.tasks}
+    print("# throughput" + (" (--quick: reduced image and batch sizes, not the thesis settings)" if args.quick else ""))
+    for runtime in runtimes:
+        print(f"{runtime.device.type}: {describe_machine(runtime.device)}; {runtime.precision}")
+        if runtime.cuda:
+            torch.backends.cudnn.benchmark = True
+    print(f"steps per run {args.steps}, repeats {args.repeats}, warm-up steps {args.warmup}")
+    if oversubscribed():
+        print("warning: the machine's load exceeds its cores; multi-threaded CPU timings collapse "
+              "when threads wait on each other at every op (measured 10x slower here): prefer "
+              "--threads 1 on a shared machine")
+    csv_rows: list[dict[str, Any]] = []
+
+    if args.cog_impls:
+        cog = [b for b in args.backbones if b.startswith("cog_")] or ["cog_e2", "cog_e6"]
+        for runtime in runtimes:
+            for task in args.tasks:
+                for backbone in cog:
+                    csv_rows += benchmark_cog_impls(task, backbone, sizes[task], runtime, args.steps,
+                                                    args.repeats, args.warmup, not args.no_compile)
+    elif args.loop:
+        for runtime in runtimes[:1]:
+            for task in args.tasks:
+                for backbone in args.backbones:
+                    csv_rows.append(benchmark_loop(task, backbone, sizes[task], runtime, args))
+    else:
+        results: list[ModelResult] = []
+        if not args.no_models:
+            for runtime in runtimes:
+                for task in args.tasks:
+                    print(f"... {task} on {runtime.device.type}", file=sys.stderr, flush=True)
+                    results += benchmark_task(task, args.backbones, sizes[task], runtime,
+                                              args.steps, args.repeats, args.warmup)
+            csv_rows += report_models(results, args.steps)
+        if args.data:
+            csv_rows += report_data(args, sizes, results)
+    if args.csv:
+        write_csv(args.csv, csv_rows)
+        print(f"\nwrote {args.csv}")
+    return 0
+
+
+def report_data(args: argparse.Namespace, sizes: Mapping[str, Size],
+                results: Sequence[ModelResult]) -> list[dict[str, Any]]:
+    import cv2
+
+    rows, csv_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="throughput-data-") as tmp:
+        root = Path(args.synthetic_dir) if args.synthetic_dir else Path(tmp)
+        for task in args.tasks:
+            size = sizes[task]
+            rates = benchmark_data(task, root / f"data-{args.data_source_size}", size.image_size,
+                                   args.data_source_size, args.data_images, args.repeats)
+            median = statistics.median(rates)
+            # Workers one training process needs to keep its fastest model fed (CPU results).
+            trains = [statistics.median(r.train_ips) for r in results if r.task == task]
+            needed = f"{max(trains) / median:.2f}" if trains else "-"
+            rows.append([task, f"{size.image_size}", median, f"±{spread_percent(rates) / 2:.0f}%", needed])
+            csv_rows.append({"kind": "data", "task": task, "image_size": size.image_size,
+                             "source_size": args.data_source_size, "repeats": len(rates),
+                             "images_per_s_median": median, "images_per_s_min": min(rates),
+                             "images_per_s_max": max(rates)})
+    print(f"\n### data pipeline alone · one process · synthetic images of ~{args.data_source_size} px, "
+          f"training transform (cv2 threads: {cv2.getNumThreads()})\n")
+    print(markdown_table(["task", "out px", "img/s per worker", "spread", "workers for fastest model"], rows))
+    return csv_rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

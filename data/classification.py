@@ -1,0 +1,127 @@
+"""Classification dataset and LightningDataModule over the image-folder layouts."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.image_folder import LAYOUTS, ClassificationSplit, Sample, build_classification_split
+from data.io import read_rgb
+from data.transforms import classification_eval_transform, classification_train_transform
+
+
+class ImageClassificationDataset(Dataset):
+    """``(path, label)`` samples -> ``(image tensor [3,H,W], label)`` via an albumentations transform."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[..., dict]) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return self.transform(image=read_rgb(path))["image"], label
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Flowers, Caltech-101/256 or any image folder, with a seeded per-class held-out split.
+
+    The held-out split (``val_fraction`` of every class) serves as validation and test set.
+    The dataset is indexed lazily, on first use of ``num_classes``/``class_names``/``setup``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        layout: str = "imagefolder",
+        batch_size: int = 16,
+        num_workers: int = 2,
+        image_size: int = 224,
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        num_classes: int | None = None,
+        include_background: bool = False,
+        include_clutter: bool = True,
+        top_fraction: float | None = None,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"Unknown classification layout '{layout}'; choose one of {', '.join(LAYOUTS)}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be in (0, 1): the held-out part is the validation and test set; got {val_fraction}."
+            )
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
+        self.save_hyperparameters()
+        self._split: ClassificationSplit | None = None
+        self.train_dataset: ImageClassificationDataset | None = None
+        self.val_dataset: ImageClassificationDataset | None = None
+
+    @property
+    def split(self) -> ClassificationSplit:
+        if self._split is None:
+            hp = self.hparams
+            split = build_classification_split(
+                hp.root, hp.layout, hp.val_fraction, hp.seed, hp.top_fraction, hp.include_background, hp.include_clutter
+            )
+            if hp.num_classes is not None and hp.num_classes != split.num_classes:
+                raise ValueError(
+                    f"data.num_classes={hp.num_classes} but the {hp.layout} dataset at '{hp.root}' has "
+                    f"{split.num_classes} classes"
+                    + (f" after keeping the top {hp.top_fraction:.0%}" if hp.top_fraction is not None else "")
+                    + ". Set data.num_classes=null to use what is found, or point data.root at the right dataset."
+                )
+            self._split = split
+        return self._split
+
+    @property
+    def num_classes(self) -> int:
+        return self.split.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.split.class_names)
+
+    @property
+    def train_class_counts(self) -> list[int]:
+        """Training samples per class (label order), for the long-tail analysis."""
+        return self.split.train_class_counts
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is None:
+            size = self.hparams.image_size
+            self.train_dataset = ImageClassificationDataset(self.split.train, classification_train_transform(size))
+            self.val_dataset = ImageClassificationDataset(self.split.val, classification_eval_transform(size))
+
+    def _loader(self, dataset: ImageClassificationDataset, train: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=train,
+            # A last training batch of one sample breaks BatchNorm; drop it when there are more.
+            drop_last=train and len(dataset) > self.hparams.batch_size,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out split again: these datasets have no separate test set."""
+        self.setup("test")
+        return self._loader(self.val_dataset, train=False)

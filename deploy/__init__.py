@@ -1,0 +1,1 @@
+"""Deployment: ONNX export of the task models, checked against PyTorch with onnxruntime."""

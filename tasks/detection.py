@@ -1,0 +1,205 @@
+"""Object detection: SSD-Lite on a MobileNetV2 / COG-MobileNet backbone (thesis Table 5.4, VOC2007).
+
+The backbone's ``stage5_expand`` (stride 16) and ``last_conv`` (stride 32) taps feed the SSD-Lite
+head (``heads.ssd_lite``); training uses the MultiBox loss (``tasks.ssd_loss``). Validation
+logs VOC07 11-point mAP at IoU 0.5 (``val/map``); test adds per-class APs, COCO-style
+mAP@[.5:.95] (``test/map_coco``) and the batch-1 latency of forward + post-processing
+(``test/ms_per_image``). Defaults follow the thesis / mb2-ssd-lite: SGD lr 0.01, momentum 0.9,
+weight decay 5e-4, cosine annealing to 0, batch 24, 200 epochs.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.detection import MeanAveragePrecision
+
+from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE
+from heads.ssd_lite import EXTRA_CHANNELS, SSDLiteHead, SSDLiteOutput, postprocess_detections
+from tasks.base import TaskBase, build_backbone
+from tasks.metrics import VOCMeanAveragePrecision
+from tasks.ssd_loss import SSDLoss
+
+FEATURE_TAPS = ("stage5_expand", "last_conv")
+Targets = list[dict[str, Tensor]]
+
+
+class DetectionTask(TaskBase):
+    """SSD-Lite detector.
+
+    Args:
+        backbone: registry name or ``{name, pretrained, **overrides}``.
+        num_classes: object classes (background excluded; the head adds it as class 0).
+        class_names: names of the object classes, for per-class AP keys.
+        score_thresh / nms_iou / max_detections / candidates_per_class: inference
+            post-processing (``heads.ssd_lite.postprocess_detections``).
+        iou_threshold / neg_pos_ratio: matching threshold and hard-negative ratio of the loss.
+        speed_test_runs: timed batch-1 passes at test time (0 disables ``test/ms_per_image``).
+    """
+
+    task_name = "detection"
+
+    def __init__(
+        self,
+        backbone: str | Mapping[str, Any] = "cog_e2",
+        num_classes: int = 20,
+        class_names: Sequence[str] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        extra_channels: Sequence[int] = EXTRA_CHANNELS,
+        box_sizes: Sequence[float] = BOX_SIZES,
+        aspect_ratios: Sequence[int] = ASPECT_RATIOS,
+        reference_size: float = REFERENCE_IMAGE_SIZE,
+        iou_threshold: float = 0.5,
+        neg_pos_ratio: float = 3.0,
+        score_thresh: float = 0.01,
+        nms_iou: float = 0.45,
+        max_detections: int = 200,
+        candidates_per_class: int = 200,
+        speed_test_runs: int = 20,
+        speed_test_warmup: int = 3,
+    ) -> None:
+        super().__init__()
+        if optimizer is None:
+            optimizer = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+        if scheduler is None:
+            scheduler = {"name": "cosine", "min_lr_factor": 0.0}
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes counts object classes (background excluded) and must be "
+                             f">= 1, got {num_classes!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for num_classes={num_classes} "
+                             "(object classes, background excluded)")
+        self.save_hyperparameters()
+        self.backbone = build_backbone(backbone)
+        tap_channels = [self.backbone.feature(tap).channels for tap in FEATURE_TAPS]
+        self.head = SSDLiteHead(tap_channels, num_classes + 1, extra_channels, box_sizes,
+                                aspect_ratios, reference_size)
+        self.loss_fn = SSDLoss(iou_threshold, neg_pos_ratio)
+        self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(1, num_classes + 1)]
+        self.val_map = VOCMeanAveragePrecision(num_classes=num_classes, use_07_metric=True)
+        self.test_map = VOCMeanAveragePrecision(num_classes=num_classes, use_07_metric=True)
+        self.test_map_coco = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        # COCO scores the top 100 detections per image by definition; keeping 200 is intended.
+        self.test_map_coco.warn_on_many_detections = False
+        self._speed_images: Tensor | None = None
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, images: Tensor) -> SSDLiteOutput:
+        features = self.backbone.forward_features(images, FEATURE_TAPS)
+        return self.head([features[tap] for tap in FEATURE_TAPS], images.shape[-2:])
+
+    def postprocess(self, output: SSDLiteOutput, image_size: Sequence[int]) -> Targets:
+        hp = self.hparams
+        return postprocess_detections(output, image_size, hp.score_thresh, hp.nms_iou,
+                                      hp.max_detections, hp.candidates_per_class)
+
+    @torch.no_grad()
+    def detect(self, images: Tensor) -> Targets:
+        """Detections per image: boxes (xyxy pixels of ``images``), scores, labels in 1..C."""
+        return self.postprocess(self(images), images.shape[-2:])
+
+    def _loss(self, output: SSDLiteOutput, targets: Targets) -> dict[str, Tensor]:
+        return self.loss_fn(output.cls_logits, output.box_regression, output.priors, targets)
+
+    def training_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> Tensor:
+        images, targets = batch
+        if images.shape[0] < 2:
+            raise ValueError("training batches need at least 2 images: the last SSD extra layer "
+                             "normalises 1x1 maps with BatchNorm; raise batch_size")
+        losses = self._loss(self(images), targets)
+        batch_size = images.shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
+        self.log("train/loss_box", losses["loss_box"], batch_size=batch_size)
+        self.log("train/loss_cls", losses["loss_cls"], batch_size=batch_size)
+        return losses["loss"]
+
+    def _evaluate(self, batch: tuple[Tensor, Targets], stage: str) -> Targets:
+        images, targets = batch
+        output = self(images)
+        # Loss on the targets as given (difficult boxes included at evaluation).
+        self.log(f"{stage}/loss", self._loss(output, targets)["loss"], batch_size=images.shape[0])
+        return self.postprocess(output, images.shape[-2:])
+
+    def validation_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> None:
+        self.val_map.update(self._evaluate(batch, "val"), batch[1])
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_map.compute()
+        self.log("val/map", result["map"], prog_bar=True)
+        self.val_map.reset()
+
+    def test_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> None:
+        images, targets = batch
+        detections = self._evaluate(batch, "test")
+        self.test_map.update(detections, targets)
+        # COCO has no "difficult"; crowd regions are its way of ignoring ground truth.
+        self.test_map_coco.update(
+            detections, [{"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["difficult"].long()}
+                         for t in targets])
+        if batch_idx == 0 and self.hparams.speed_test_runs > 0:
+            self._speed_images = images[: self.hparams.speed_test_runs].detach()
+
+    def on_test_epoch_end(self) -> None:
+        result = self.test_map.compute()
+        names = self._metric_names()
+        per_class = result["map_per_class"]
+        self.log("test/map", result["map"])
+        for name, ap in zip(names, per_class):
+            self.log(f"test/ap_{name}", ap)  # NaN: no non-difficult box of that class in the set
+        coco = self.test_map_coco.compute()
+        self.log("test/map_coco", coco["map"])
+        self.log("test/map_coco_50", coco["map_50"])
+        ms = self.measure_latency(self._speed_images) if self._speed_images is not None else None
+        if ms is not None:
+            self.log("test/ms_per_image", ms)
+        self.test_results = {
+            "map": float(result["map"]),
+            "ap_per_class": dict(zip(names, per_class.tolist())),
+            "map_coco": float(coco["map"]),
+            "ms_per_image": ms,
+            "class_names": names,
+        }
+        self.test_map.reset()
+        self.test_map_coco.reset()
+        self._speed_images = None
+
+    @torch.inference_mode()
+    def measure_latency(self, images: Tensor) -> float:
+        """Median ms of forward + post-processing for one image (batch 1), after warm-up.
+
+        Runs ``speed_test_warmup`` + ``speed_test_runs`` passes cycling over ``images``, under
+        the trainer's precision context when there is one.
+        """
+        context = self._precision_context()
+        synchronize = torch.cuda.synchronize if images.is_cuda else (lambda: None)
+        warmup, runs = self.hparams.speed_test_warmup, self.hparams.speed_test_runs
+        times = []
+        with context:
+            for step in range(warmup + runs):
+                image = images[step % images.shape[0]][None]
+                synchronize()
+                start = time.perf_counter()
+                self.detect(image)
+                synchronize()
+                if step >= warmup:
+                    times.append((time.perf_counter() - start) * 1000.0)
+        return statistics.median(times)
+
+    def _precision_context(self):
+        trainer = self._trainer
+        plugin = getattr(trainer, "precision_plugin", None) if trainer is not None else None
+        return plugin.forward_context() if plugin is not None else torch.autocast("cpu", enabled=False)
+
+    def _metric_names(self) -> list[str]:
+        """Metric-key-safe class names (the task's, else the datamodule's, else class<i>)."""
+        names = self.hparams.class_names
+        if names is None and getattr(self, "class_names", None) and len(self.class_names) == self.hparams.num_classes:
+            names = self.class_names
+        names = list(names) if names is not None else [f"class{i}" for i in range(1, self.hparams.num_classes + 1)]
+        return [re.sub(r"[^0-9A-Za-z_.-]+", "_", str(n)) for n in names]

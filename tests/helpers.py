@@ -1,0 +1,29 @@
+"""Helpers for tests that run the real entry points on composed Hydra configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``configs/<name>.yaml`` as the entry point would, with CPU-test settings."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose(name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        cfg.trainer.accelerator = "cpu"
+        if "callbacks" in cfg:
+            cfg.callbacks.pop("progress_bar", None)
+            cfg.callbacks.pop("model_summary", None)
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.enable_model_summary = False
+        cfg.num_workers = 0
+    return cfg

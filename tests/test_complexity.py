@@ -1,0 +1,143 @@
+"""benchmarks.complexity: thesis Table 5.2 parameter counts, MACs against torchvision, the 1x1-conv
+memory access cost formula, fused/unfused latency table; benchmarks.common helpers."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from backbones import ChannelOverlapConv2d
+from benchmarks import complexity
+from benchmarks.common import markdown_table, sample_latencies_ms, write_csv
+
+# Thesis Table 5.2 (classifier, 1000 classes).
+THESIS_PARAMS = {
+    "mv2_e2": 2_300_264, "mv2_e4": 2_902_568, "mv2_e6": 3_504_872,
+    "cog_e2": 2_175_528, "cog_e4": 2_652_520, "cog_e6": 3_129_512,
+}
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def classification_table(tmp_path_factory):
+    """The structural columns of every classifier, as the command line writes them."""
+    path = tmp_path_factory.mktemp("complexity") / "table.csv"
+    complexity.main(["--tasks", "classification", "--backbones", ",".join(THESIS_PARAMS),
+                     "--no-latency", "--csv", str(path)])
+    return {row["backbone"]: row for row in read_csv(path)}
+
+
+def test_structural_columns_reproduce_thesis_table_5_2(classification_table):
+    assert set(classification_table) == set(THESIS_PARAMS)
+    for name, params in THESIS_PARAMS.items():
+        row = classification_table[name]
+        assert int(row["params"]) == params, name
+        assert float(row["weights_kb"]) == pytest.approx(params * 4 / 1024)
+        assert int(row["flops"]) == 2 * int(row["macs"])
+        assert int(row["image_size"]) == 224
+        assert "latency_ms" not in row
+
+
+def test_mv2_e6_macs_equal_torchvision_mobilenet_v2(classification_table):
+    reference = torchvision.models.mobilenet_v2(num_classes=1000).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        reference(torch.randn(1, 3, 224, 224))
+    torchvision_macs = counter.get_total_flops() // 2
+    ours = int(classification_table["mv2_e6"]["macs"])
+    assert ours == torchvision_macs
+    # torchvision's model card lists 0.301 G "ops" (= MACs) for mobilenet_v2 at 224 px.
+    published = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["_ops"]
+    assert round(ours / 1e9, 3) == published
+
+
+@pytest.mark.parametrize("expansion", [2, 4, 6])
+def test_cog_needs_fewer_macs_than_mobilenet_v2(classification_table, expansion):
+    cog = int(classification_table[f"cog_e{expansion}"]["macs"])
+    mv2 = int(classification_table[f"mv2_e{expansion}"]["macs"])
+    assert cog < mv2
+
+
+def test_cog_macs_are_counted_on_the_compact_weight_whatever_impl_runs():
+    conv = ChannelOverlapConv2d(16, 32, groups=4, overlap=1, impl="dense")
+    x = torch.randn(1, 16, 7, 7)
+    # Each output sees (1 + overlap) * 16 / 4 = 8 inputs.
+    assert complexity.count_macs(conv, x) == 32 * 8 * 7 * 7
+    assert conv.impl == "dense"  # restored after counting
+    dense = nn.Conv2d(16, 32, 1, bias=False)
+    assert complexity.count_macs(dense, x) == 32 * 16 * 7 * 7
+
+
+def test_pointwise_memory_access_cost_on_a_hand_checked_module():
+    model = nn.Sequential(
+        nn.Conv2d(8, 16, 1),                       # 25*8 + 25*16 + 8*16         = 728
+        nn.Conv2d(16, 16, 3, padding=1),           # not a 1x1 conv: not counted
+        nn.Conv2d(16, 4, 1, groups=2),             # 25*16 + 25*4 + 16*4/2       = 532
+        ChannelOverlapConv2d(4, 8, groups=2, overlap=1, impl="roll"),
+        # k = 2: concat copy 2 * (2*4) * 25 = 400; grouped conv on 8 channels:
+        # 25*8 + 25*8 + 8*8/2 = 432                                             = 832
+        nn.Conv2d(8, 8, 1, stride=2),              # 25*8 + 9*8 + 8*8            = 336
+    )
+    expected = 728 + 532 + 832 + 336
+    assert complexity.pointwise_conv_mac(8, 16, 5, 5) == 728
+    assert complexity.cog_conv_mac(4, 8, 5, 5, groups=2, overlap=1) == 832
+    assert complexity.pointwise_memory_access(model, torch.randn(1, 8, 5, 5)) == expected
+    # Reported per image: a batch of 3 gives the same number.
+    assert complexity.pointwise_memory_access(model, torch.randn(3, 8, 5, 5)) == expected
+
+
+def test_fused_table_times_both_and_reports_ratios(tmp_path, capsys):
+    path = tmp_path / "fused.csv"
+    rows = complexity.main(["--tasks", "classification", "--backbones", "mv2_e2,cog_e2",
+                            "--fused", "--repeats", "2", "--warmup", "1", "--width-mult", "0.35",
+                            "--csv", str(path)])
+    out = capsys.readouterr().out
+    table = {row["backbone"]: row for row in read_csv(path)}
+    for row in table.values():
+        assert float(row["latency_ms"]) > 0 and float(row["latency_fused_ms"]) > 0
+    # Folding BN does not change conv MACs; COG -> dense 1x1 conv adds the zero blocks back.
+    assert int(table["mv2_e2"]["macs_fused"]) == int(table["mv2_e2"]["macs"])
+    assert int(table["cog_e2"]["macs_fused"]) > int(table["cog_e2"]["macs"])
+    # Fused COG runs plain 1x1 convs: no concat copy left in its memory access cost.
+    assert int(table["cog_e2"]["pw_mac_fused"]) < int(table["cog_e2"]["pw_mac"])
+    ratios = complexity.latency_ratios(rows)
+    assert len(ratios) == 1 and ratios[0]["expansion"] == 2
+    expected = float(table["cog_e2"]["latency_fused_ms"]) / float(table["mv2_e2"]["latency_fused_ms"])
+    assert ratios[0]["ratio_fused"] == pytest.approx(expected)
+    assert "COG/MV2 fused" in out and f"{ratios[0]['ratio_fused']:.3f}" in out
+
+
+def test_unknown_backbone_is_rejected_with_the_valid_names(capsys):
+    with pytest.raises(SystemExit):
+        complexity.main(["--backbones", "resnet50", "--no-latency"])
+    err = capsys.readouterr().err
+    assert "resnet50" in err and "cog_e2" in err and "mv2_e6" in err
+
+
+def test_interleaved_timing_rotates_the_order():
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    samples = sample_latencies_ms(fns, repeats=3, warmup=1)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_markdown_table_and_csv(tmp_path):
+    rows = [{"name": "x", "value": 1234567, "ms": 1.5}, {"name": "longer", "value": 2, "ms": None}]
+    table = markdown_table(rows, ["name", "value", "ms"], headers={"ms": "latency"},
+                           formats={"ms": ".2f"}).splitlines()
+    assert table[0].split("|")[1:4] == [" name   ", "     value ", " latency "]
+    assert table[1] == "|--------|----------:|--------:|"
+    assert "1,234,567" in table[2] and "1.50" in table[2] and "–" in table[3]
+    path = write_csv(tmp_path / "sub" / "t.csv", rows)
+    assert read_csv(path) == [{"name": "x", "value": "1234567", "ms": "1.5"},
+                              {"name": "longer", "value": "2", "ms": ""}]

@@ -1,0 +1,196 @@
+"""benchmarks/throughput.py: step functions per task, interleaved timing, ratios, loop timing,
+COG implementation switching and the --quick command line. No absolute timings are asserted."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import throughput as tp
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = tp.Runtime(torch.device("cpu"))
+# Tiny inputs per task (detection needs >= 2 images: its last extra layer is a 1x1 BatchNorm).
+TINY = {"classification": tp.Size(64, 2), "detection": tp.Size(96, 2), "segmentation": tp.Size(64, 2)}
+
+
+def _parameters(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("task", tp.TASKS)
+def test_step_functions_train_and_infer_ours_and_reference(task):
+    """A training step changes the weights and leaves no gradients behind; an inference step
+    changes nothing; both give positive images/s through the interleaved timer."""
+    size = TINY[task]
+    batch = tp.make_batch(task, size, CPU)
+    ours = tp.ours_entry(task, {"name": "cog_e2", "width_mult": 0.35}, batch, CPU, label="ours")
+    settings = dict(ours.model.hparams.optimizer)
+    reference = tp.reference_entry(task, size, batch, CPU, settings)
+    for entry in (ours, reference):
+        before = _parameters(entry.model)
+        entry.infer()
+        assert all(torch.equal(a, b) for a, b in zip(before, entry.model.parameters()))
+        entry.train()
+        assert entry.model.training
+        assert any(not torch.equal(a, b) for a, b in zip(before, entry.model.parameters()))
+        assert all(p.grad is None for p in entry.model.parameters())
+
+    seconds = tp.time_runs({"ours": ours.train, "reference": reference.train}, CPU,
+                           num_steps=1, repeats=2, warmup=0)
+    rates = {k: tp.images_per_second(v, size.batch_size, 1) for k, v in seconds.items()}
+    assert all(len(v) == 2 and all(r > 0 for r in v) for v in rates.values())
+    assert tp.paired_ratio(rates["ours"], rates["reference"]) > 0
+
+
+def test_make_batch_follows_the_task_batch_formats():
+    size = tp.Size(64, 3)
+    images, labels = tp.make_batch("classification", size, CPU, num_classes=7)
+    assert images.shape == (3, 3, 64, 64) and labels.dtype == torch.long and labels.max() < 7
+    images, targets = tp.make_batch("detection", size, CPU, num_classes=5)
+    assert len(targets) == 3
+    for t in targets:
+        boxes = t["boxes"]
+        assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= 64
+        assert t["labels"].min() >= 1 and t["labels"].max() <= 5  # 0 is background
+    _, masks = tp.make_batch("segmentation", size, CPU, num_classes=4)
+    values = set(masks.unique().tolist())
+    assert 255 in values and values - {255} <= set(range(4))
+
+
+def test_time_runs_interleaves_with_rotating_order_after_warmup():
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    seconds = tp.time_runs(steps, CPU, num_steps=2, repeats=3, warmup=1)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up, one each
+    timed = calls[3:]
+    runs = [timed[i] for i in range(0, len(timed), 2)]
+    assert runs == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(v) == 3 and all(s > 0 for s in v) for v in seconds.values())
+    with pytest.raises(ValueError, match="steps >= 1"):
+        tp.time_runs(steps, CPU, num_steps=0, repeats=1, warmup=0)
+
+
+def test_paired_ratio_is_the_median_of_per_repeat_ratios():
+    # A noisy repeat slows both series alike; the ratio of medians would be 10/12, the paired
+    # median sees 2 in every repeat.
+    ours = [20.0, 10.0, 24.0]
+    reference = [10.0, 5.0, 12.0]
+    assert tp.paired_ratio(ours, reference) == pytest.approx(2.0)
+    assert tp.paired_ratio([1.0, 3.0, 8.0], [1.0, 1.0, 1.0]) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="equally long"):
+        tp.paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="non-positive"):
+        tp.paired_ratio([1.0], [0.0])
+
+
+def _result(task: str, label: str, train: list[float], infer: list[float]) -> tp.ModelResult:
+    return tp.ModelResult(task, label, CPU, tp.Size(64, 2), train, infer)
+
+
+def test_ratio_rows_reference_and_cog_vs_mv2():
+    results = [
+        _result("classification", "mv2_e6", [12.0, 6.0], [30.0, 30.0]),
+        _result("classification", "cog_e6", [6.0, 6.0], [15.0, 60.0]),
+        _result("classification", tp.REFERENCE_LABEL["classification"], [10.0, 5.0], [20.0, 20.0]),
+    ]
+    rows = {row[2]: row for row in tp.ratio_rows(results)}
+    same_arch = rows[f"mv2_e6 / {tp.REFERENCE_LABEL['classification']}"]
+    assert same_arch[3] == pytest.approx(1.2) and same_arch[4] == pytest.approx(1.5)
+    assert same_arch[5].startswith(">= 1.0")
+    cog = rows["cog_e6 / mv2_e6"]
+    assert cog[3] == pytest.approx((0.5 + 1.0) / 2) and cog[4] == pytest.approx((0.5 + 2.0) / 2)
+    assert len(rows) == 3  # two vs the reference, one COG vs MV2
+
+
+def test_summarise_loop_skips_warmup_and_splits_step_from_gap():
+    epochs = [
+        {"start": 0.0, "batches": [{"start": 0.0, "end": 5.0, "images": 4},  # warm-up
+                                   {"start": 6.0, "end": 7.0, "images": 4},
+                                   {"start": 8.0, "end": 9.0, "images": 4}]},
+        {"start": 20.0, "batches": [{"start": 21.0, "end": 22.0, "images": 4},
+                                    {"start": 22.5, "end": 23.5, "images": 2}]},
+    ]
+    timing = tp.summarise_loop(epochs, skip_first=1)
+    assert timing.images == 14
+    assert timing.wall_seconds == pytest.approx(3.0 + 3.5)
+    assert timing.step_seconds == pytest.approx(4.0)
+    assert timing.gap_seconds == pytest.approx(2.5)
+    assert timing.wall_ips == pytest.approx(14 / 6.5)
+    with pytest.raises(ValueError, match="warm-up"):
+        tp.summarise_loop(epochs[:1], skip_first=3)
+
+
+class _TinyModule(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_batch_timer_records_every_batch_in_a_real_fit(tmp_path):
+    data = torch.utils.data.TensorDataset(torch.randn(12, 4), torch.zeros(12))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    output = tmp_path / "timing.json"
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[tp.BatchTimer(str(output))])
+    trainer.fit(_TinyModule(), loader)
+    epochs = json.loads(output.read_text())["epochs"]
+    assert len(epochs) == 2
+    for epoch in epochs:
+        assert [b["images"] for b in epoch["batches"]] == [4, 4, 4]
+        assert all(epoch["start"] <= b["start"] < b["end"] for b in epoch["batches"])
+    assert tp.summarise_loop(epochs, skip_first=1).images == 20
+
+
+def test_cog_impls_switch_every_layer_and_agree():
+    from backbones.channel_overlap_conv import IMPLS
+
+    model = tp.build_task_model("classification", {"name": "cog_e2", "width_mult": 0.35}, num_classes=5)
+    count = tp.set_cog_impl(model, "roll")
+    assert count > 0
+    impls = [m.impl for m in model.modules() if hasattr(m, "overlap")]
+    assert impls == ["roll"] * count
+    images = torch.randn(2, 3, 64, 64)
+    assert tp.check_impls_agree(model, images, IMPLS, CPU) < 1e-4
+
+
+def test_unknown_task_or_backbone_is_explained():
+    with pytest.raises(SystemExit, match="valid: classification, detection, segmentation"):
+        tp.parse_args(["--tasks", "classification,segmantation"])
+    with pytest.raises(SystemExit, match="mv2_e2"):
+        tp.parse_args(["--backbones", "resnet50"])
+    with pytest.raises(SystemExit, match="--steps must be >= 1"):
+        tp.parse_args(["--steps", "0"])
+
+
+def test_quick_cli_prints_tables_and_writes_csv(tmp_path):
+    out = tmp_path / "throughput.csv"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.throughput", "--quick", "--tasks", "classification",
+         "--backbones", "mv2_e6,cog_e6", "--image-size", "64", "--batch-size", "2", "--steps", "1",
+         "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu", "--csv", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--quick" in proc.stdout
+    assert "mv2_e6 / tv mobilenet_v2" in proc.stdout and "cog_e6 / mv2_e6" in proc.stdout
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    models = {(r["model"], r["mode"]) for r in rows}
+    assert models == {(m, mode) for m in ("mv2_e6", "cog_e6", "tv mobilenet_v2") for mode in ("train", "infer")}
+    assert all(float(r["images_per_s_median"]) > 0 and r["image_size"] == "64" for r in rows)
