@@ -1,6 +1,7 @@
 """Times the ChannelOverlapConv2d implementations (forward + backward) at MobileNet shapes.
 
-Usage: python -m benchmarks.cog_impl [--device cpu] [--batch 16] [--threads N] [--rounds 5]
+Usage: python -m benchmarks.cog_impl [--device cpu|cuda] [--batch 16] [--threads N] [--rounds 5]
+       [--clock wall|cpu]   (on a busy shared machine: --threads 1 --clock cpu)
 
 Shapes are COG expansion convs of a 224-px COG-MobileNet: (in-channels, resolution) of blocks
 in the 24/32/64/96-channel stages, times expansion ratios 2/4/6. All implementations are timed

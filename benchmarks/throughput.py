@@ -31,11 +31,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import csv
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -50,6 +48,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from benchmarks.common import machine_description, markdown_table, sample_latencies_ms, write_csv
 
 TASKS = ("classification", "detection", "segmentation")
 BACKBONES = ("mv2_e2", "cog_e2", "mv2_e6", "cog_e6")
@@ -78,7 +78,7 @@ warnings.filterwarnings("ignore", message=r".*self\.log\(\)` but the `self\.trai
 
 
 # ----------------------------------------------------------------------------------------------
-# Small reporting helpers (median-of-runs statistics, markdown tables, CSV, machine line).
+# Statistics of interleaved runs
 # ----------------------------------------------------------------------------------------------
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
     """Median of run-by-run ratios of two interleaved series (noise in a run hits both)."""
@@ -95,45 +95,16 @@ def spread_percent(values: Sequence[float]) -> float:
     return 100.0 * (max(values) - min(values)) / statistics.median(values)
 
 
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    rows = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *(line(r) for r in rows)])
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
-def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    if not rows:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table from positional rows (benchmarks.common.markdown_table takes mappings)."""
+    return markdown_table([dict(zip(headers, row)) for row in rows], headers)
 
 
 def describe_machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = ", load avg %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}, "
-            f"torch {torch.__version__}")
+    load = ""
+    if device.type == "cpu" and hasattr(os, "getloadavg"):
+        load = f"; load average {os.getloadavg()[0]:.1f} at start"
+    return machine_description(device) + load
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,26 +172,23 @@ def time_runs(steps: Mapping[str, Callable[[], Any]], runtime: Runtime, num_step
     """Seconds per run of ``num_steps`` calls, for every step function, interleaved.
 
     Each function gets ``warmup`` untimed calls first; then every repeat times each function
-    once, the order rotated by one per repeat so no function always runs right after another.
+    once, the order rotated by one per repeat so no function always runs right after another
+    (``benchmarks.common.sample_latencies_ms``).
     """
     if num_steps < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1, repeats >= 1, warmup >= 0; got {num_steps}, {repeats}, {warmup}")
-    names = list(steps)
-    for name in names:
+    for step in steps.values():
         for _ in range(warmup):
-            steps[name]()
-    runtime.synchronize()
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            runtime.synchronize()
-            start = time.perf_counter()
+            step()
+
+    def run(step: Callable[[], Any]) -> Callable[[], None]:
+        def several() -> None:
             for _ in range(num_steps):
-                steps[name]()
-            runtime.synchronize()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
+                step()
+        return several
+
+    ms = sample_latencies_ms({name: run(step) for name, step in steps.items()}, repeats, 0, runtime.device)
+    return {name: [t / 1000.0 for t in times] for name, times in ms.items()}
 
 
 def images_per_second(seconds: Sequence[float], batch_size: int, num_steps: int) -> list[float]:
@@ -455,12 +423,14 @@ def report_models(results: Sequence[ModelResult], steps: int) -> list[dict[str, 
                     "images_per_s_max": max(values),
                     "vs_reference": vs_train if mode == "train" else vs_infer,
                 })
-        print(markdown_table(["model", "train img/s", "spread", "infer img/s", "spread",
-                              "train ÷ tv", "infer ÷ tv"], rows))
+        print(table(["model", "train img/s", "train ±", "infer img/s", "infer ±",
+                     "train ÷ tv", "infer ÷ tv"], rows))
     rows = ratio_rows(results)
     if rows:
         print("\n### ratios (median of per-repeat ratios)\n")
-        print(markdown_table(["device", "task", "ratio", "train", "inference", "target"], rows))
+        print(table(["device", "task", "ratio", "train", "inference", "target"], rows))
+    csv_rows += [{"kind": "ratio", "device": device, "task": task, "model": what,
+                  "train_ratio": train, "infer_ratio": infer} for device, task, what, train, infer, _ in rows]
     return csv_rows
 
 
@@ -530,8 +500,50 @@ def check_impls_agree(model: nn.Module, images: Tensor, impls: Sequence[str], ru
     return max(float((o - outputs[0]).abs().max() / scale) for o in outputs[1:])
 
 
+class CompileTimeout(Exception):
+    """Compilation ran past --compile-timeout."""
+
+
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception in its cause/context chain is a ``kind``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise CompileTimeout in the main thread after ``seconds`` (POSIX SIGALRM; elsewhere no limit).
+
+    torch.compile on CPU builds C++ kernels and can take many minutes on a small machine; the
+    benchmark reports that instead of hanging.
+    """
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CompileTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, steps: int,
-                        repeats: int, warmup: int, try_compile: bool) -> list[dict[str, Any]]:
+                        repeats: int, warmup: int, try_compile: bool,
+                        compile_timeout: float = 900.0) -> list[dict[str, Any]]:
     from backbones.channel_overlap_conv import IMPLS, ChannelOverlapConv2d
 
     torch.manual_seed(0)
@@ -569,10 +581,15 @@ def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, 
         compiled_step = train_step_fn(compiled, lambda: ours_loss(compiled, batch), compiled_optimizer, runtime)
         start = time.perf_counter()
         try:
-            compiled_step()
-            runtime.synchronize()
+            with time_limit(compile_timeout):
+                compiled_step()
+                runtime.synchronize()
         except Exception as exc:  # noqa: BLE001 - any compiler failure is a result to report
-            compile_note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            if caused_by(exc, CompileTimeout):  # torch._dynamo may wrap it in its own error
+                compile_note = (f"gave up: the first compiled training step (compilation) did not "
+                                f"finish within {compile_timeout:.0f} s (--compile-timeout)")
+            else:
+                compile_note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         else:
             compile_seconds = time.perf_counter() - start
             seconds = time_runs({best: with_impl(best), "compile": compiled_step}, runtime, steps,
@@ -584,9 +601,9 @@ def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, 
 
     print(f"\n### COG implementations · {task} {backbone} · {runtime.device.type} {runtime.precision} · "
           f"{size.image_size} px, batch {size.batch_size} (training step)\n")
-    print(markdown_table(["impl", "train img/s", "spread", "÷ best eager"],
-                         [[r["impl"], statistics.median(r["images_per_s"]),
-                           f"±{spread_percent(r['images_per_s']) / 2:.0f}%", r["vs_best_eager"]] for r in rows]))
+    print(table(["impl", "train img/s", "spread", "÷ best eager"],
+                [[r["impl"], statistics.median(r["images_per_s"]),
+                  f"±{spread_percent(r['images_per_s']) / 2:.0f}%", r["vs_best_eager"]] for r in rows]))
     print(f"\nfastest eager: {best}; `auto` on {runtime.device.type} selects: {auto}"
           + ("" if auto == best else "  <-- the auto table disagrees with this measurement"))
     print(f"largest relative output difference between impls: {difference:.2e}")
@@ -694,7 +711,7 @@ def loop_overrides(task: str, backbone: str, size: Size, steps_per_epoch: int, e
         f"task={task}", "data=synthetic", f"backbone={backbone}",
         f"paths.synthetic_dir={synthetic_dir}", f"paths.output_dir={output_dir}", f"paths.log_dir={output_dir}",
         f"batch_size={size.batch_size}", f"synthetic.image_size={size.image_size}", *generator,
-        f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
+        f"trainer.max_epochs={epochs}", "++trainer.limit_val_batches=0", "test=false",
         f"trainer.accelerator={'gpu' if runtime.cuda else 'cpu'}",
         "+callbacks.batch_timer._target_=benchmarks.throughput.BatchTimer",
         f"+callbacks.batch_timer.output={timer_output}",
@@ -757,7 +774,7 @@ def benchmark_loop(task: str, backbone: str, size: Size, runtime: Runtime, args)
     }
     print(f"\n### train.py loop vs raw step · {task} {backbone} · {runtime.device.type} {runtime.precision} · "
           f"{size.image_size} px, batch {size.batch_size}, num_workers {result['num_workers']}\n")
-    print(markdown_table(
+    print(table(
         ["measure", "img/s", "÷ raw step"],
         [["raw step (median before + after the fit)", raw, 1.0],
          ["train.py epoch (batch start .. next batch start)", timing.wall_ips, result["loop_ratio"]],
@@ -804,6 +821,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cog-impls", action="store_true",
                         help="only: time whole-model training steps per ChannelOverlapConv2d impl")
     parser.add_argument("--no-compile", action="store_true", help="--cog-impls without torch.compile")
+    parser.add_argument("--compile-timeout", type=float, default=900.0,
+                        help="--cog-impls: give up compiling after this many seconds (default %(default)s)")
     parser.add_argument("--loop", action="store_true", help="only: train.py epoch vs raw step")
     parser.add_argument("--loop-epochs", type=int, default=2)
     parser.add_argument("--loop-steps", type=int, default=20, help="training steps per epoch for --loop")
@@ -850,7 +869,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for task in args.tasks:
                 for backbone in cog:
                     csv_rows += benchmark_cog_impls(task, backbone, sizes[task], runtime, args.steps,
-                                                    args.repeats, args.warmup, not args.no_compile)
+                                                    args.repeats, args.warmup, not args.no_compile,
+                                                    args.compile_timeout)
     elif args.loop:
         for runtime in runtimes[:1]:
             for task in args.tasks:
@@ -895,7 +915,7 @@ def report_data(args: argparse.Namespace, sizes: Mapping[str, Size],
                              "images_per_s_max": max(rates)})
     print(f"\n### data pipeline alone · one process · synthetic images of ~{args.data_source_size} px, "
           f"training transform (cv2 threads: {cv2.getNumThreads()})\n")
-    print(markdown_table(["task", "out px", "img/s per worker", "spread", "workers for fastest model"], rows))
+    print(table(["task", "out px", "img/s per worker", "spread", "workers for fastest model"], rows))
     return csv_rows
 
 

@@ -60,6 +60,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
         self.save_hyperparameters()
+        # Stored as text: a Path object in the checkpoint would not load with weights_only=True.
+        self.hparams["root"] = str(root)
         self._split: ClassificationSplit | None = None
         self.train_dataset: ImageClassificationDataset | None = None
         self.val_dataset: ImageClassificationDataset | None = None

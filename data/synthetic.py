@@ -55,7 +55,7 @@ MARKER_NAME = ".synthetic_done.json"
 JPEG_QUALITY = 90
 
 # Probability that an object takes its class's colour family rather than a random hue.
-_COLOUR_FAMILY_PROBABILITY = 0.7
+_COLOUR_FAMILY_PROBABILITY = 1.0
 # Every n-th image of each class in the image folder is stored as a grayscale ("L") JPEG so
 # the RGB conversion path of the readers is exercised.
 _GRAYSCALE_EVERY = 20
@@ -175,13 +175,13 @@ def _object_colour(rng: np.random.Generator, class_index: int) -> np.ndarray:
         hue = class_index / len(SYNTHETIC_CLASSES) + rng.uniform(-0.035, 0.035)
     else:
         hue = rng.random()
-    return _random_colour(rng, hue, (0.45, 1.0), (0.45, 1.0))
+    return _random_colour(rng, hue, (0.55, 1.0), (0.5, 1.0))
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Gradient between two muted colours + low-frequency blotches + clutter (uint8 HxWx3)."""
-    start = _random_colour(rng, rng.random(), (0.0, 0.6), (0.25, 0.95))
-    end = _random_colour(rng, rng.random(), (0.0, 0.6), (0.25, 0.95))
+    start = _random_colour(rng, rng.random(), (0.0, 0.35), (0.3, 0.9))
+    end = _random_colour(rng, rng.random(), (0.0, 0.35), (0.3, 0.9))
     angle = rng.uniform(0.0, 2.0 * np.pi)
     # Both are smooth, so they are built on a coarse grid and upsampled once (cheap at any size).
     cells = int(rng.integers(3, 7))
@@ -189,7 +189,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     ramp = xs * np.cos(angle) + ys * np.sin(angle)
     ramp = (ramp - ramp.min()) / max(float(ramp.max() - ramp.min()), 1e-6)
     coarse = start + (end - start) * ramp[..., None]
-    coarse += (rng.random((cells, cells, 3), dtype=np.float32) - 0.5) * 255.0 * rng.uniform(0.1, 0.35)
+    coarse += (rng.random((cells, cells, 3), dtype=np.float32) - 0.5) * 255.0 * rng.uniform(0.05, 0.2)
     coarse = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8))
     image = coarse.resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
@@ -309,7 +309,7 @@ def _random_size(rng: np.random.Generator, base: int, spread: tuple[float, float
 def render_classification_scene(rng: np.random.Generator, image_size: int, class_index: int, class_pool: Sequence[int]) -> RenderedScene:
     """One dominant, mostly visible object of ``class_index`` plus up to two small distractors."""
     others = [c for c in class_pool if c != class_index]
-    requests = [ObjectRequest(class_index, (0.35, 0.8), min_inside=0.85)]
+    requests = [ObjectRequest(class_index, (0.45, 0.85), min_inside=0.85)]
     for _ in range(int(rng.integers(0, 3)) if others else 0):
         requests.append(ObjectRequest(int(rng.choice(others)), (0.1, 0.2), min_inside=0.5))
     return render_scene(rng, image_size, image_size, requests, min_visible=0.75)
@@ -423,7 +423,8 @@ def write_image_folder(
     image_size: int = 128,
     seed: int = 0,
 ) -> list[str]:
-    """Write ``root/<class>/<idx>.jpg`` (square ``image_size`` JPEGs); returns the class names.
+    """Write ``root/<class>/<idx>.jpg`` (square ``image_size`` JPEGs); returns the class names in
+    the image-folder readers' label order (sorted by name).
 
     Each image holds one dominant object of its class plus small distractors of other classes.
     Every 20th image of a class (index 3, 23, ...) is a grayscale JPEG. Reuses an existing
@@ -455,7 +456,7 @@ def write_image_folder(
                 _save_jpeg(image, folder / name / f"{index:05d}.jpg")
 
     _write_once(Path(root), params, write)
-    return class_names
+    return sorted(class_names)
 
 
 def prepare_synthetic_classification(

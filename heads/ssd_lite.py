@@ -101,7 +101,8 @@ class SSDLiteHead(nn.Module):
         for block in self.extras:
             x = block(x)
             maps.append(x)
-        priors = self.priors(image_size, [m.shape[-2:] for m in maps], dtype=maps[0].dtype,
+        # float32 whatever the autocast dtype: bf16 would round 300 px coordinates to 1-2 px.
+        priors = self.priors(image_size, [m.shape[-2:] for m in maps], dtype=torch.float32,
                              device=maps[0].device)
         return SSDLiteOutput(self.classification(maps), self.regression(maps), priors)
 

@@ -131,7 +131,7 @@ class DetectionTask(TaskBase):
 
     def on_validation_epoch_end(self) -> None:
         result = self.val_map.compute()
-        self.log("val/map", result["map"], prog_bar=True)
+        self.log("val/map", result["map"], prog_bar=True, sync_dist=True)
         self.val_map.reset()
 
     def test_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> None:
@@ -146,18 +146,19 @@ class DetectionTask(TaskBase):
             self._speed_images = images[: self.hparams.speed_test_runs].detach()
 
     def on_test_epoch_end(self) -> None:
+        # compute() gathers every rank's state, so all ranks log the same values.
         result = self.test_map.compute()
         names = self._metric_names()
         per_class = result["map_per_class"]
-        self.log("test/map", result["map"])
+        self.log("test/map", result["map"], sync_dist=True)
         for name, ap in zip(names, per_class):
-            self.log(f"test/ap_{name}", ap)  # NaN: no non-difficult box of that class in the set
+            self.log(f"test/ap_{name}", ap, sync_dist=True)  # NaN: no non-difficult box of that class in the set
         coco = self.test_map_coco.compute()
-        self.log("test/map_coco", coco["map"])
-        self.log("test/map_coco_50", coco["map_50"])
+        self.log("test/map_coco", coco["map"], sync_dist=True)
+        self.log("test/map_coco_50", coco["map_50"], sync_dist=True)
         ms = self.measure_latency(self._speed_images) if self._speed_images is not None else None
         if ms is not None:
-            self.log("test/ms_per_image", ms)
+            self.log("test/ms_per_image", ms, sync_dist=True)
         self.test_results = {
             "map": float(result["map"]),
             "ap_per_class": dict(zip(names, per_class.tolist())),

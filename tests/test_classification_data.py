@@ -233,7 +233,8 @@ def synthetic_folder(tmp_path_factory):
 
 
 def test_datamodule_yields_normalized_batches_from_the_synthetic_folder(synthetic_folder):
-    module = ImageFolderDataModule(root=str(synthetic_folder), batch_size=4, num_workers=0, image_size=32)
+    module = ImageFolderDataModule(root=synthetic_folder, batch_size=4, num_workers=0, image_size=32)
+    assert module.hparams.root == str(synthetic_folder)  # text, so checkpoints load with weights_only
     assert module.num_classes == 3 and module.class_names == ["circle", "square", "triangle"]
     assert module.train_class_counts == [9, 9, 9]
     assert module.hparams.image_size == 32 and module.hparams.layout == "imagefolder"

@@ -318,6 +318,15 @@ def test_task_rejects_inconsistent_classes():
         DetectionTask({"name": "mv2_e2", "width_mult": 0.35}, num_classes=3, class_names=["a", "b"])
 
 
+def test_priors_stay_float32_under_bf16_autocast():
+    head = SSDLiteHead([8, 16], num_classes=3).eval()
+    features = [torch.randn(1, 8, 10, 10), torch.randn(1, 16, 5, 5)]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        output = head(features, (160, 160))
+    assert output.priors.dtype == torch.float32
+    torch.testing.assert_close(output.priors, head.priors((160, 160), [(10, 10), (5, 5), (3, 3), (2, 2), (1, 1), (1, 1)]))
+
+
 def test_head_rejects_a_single_column():
     with pytest.raises(ValueError, match="background"):
         SSDLiteHead([16, 32], num_classes=1)

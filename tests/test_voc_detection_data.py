@@ -1,6 +1,7 @@
 """VOC detection reader, datamodule and SSD augmentation, on the genuine VOC2007 fixture files."""
 from __future__ import annotations
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,6 @@ from data.voc_detection import (
     collate_detection,
     parse_voc_xml,
 )
-import albumentations as A
 
 LABEL = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}
 
@@ -217,3 +217,20 @@ def test_augmented_image_without_boxes_gives_an_empty_target(voc2007):
     assert out["image"].shape == (3, 96, 96) and len(out["bboxes"]) == 0
     _, target = collate_detection([dataset[0], dataset[1]])
     assert all(t["boxes"].ndim == 2 and t["boxes"].shape[1] == 4 for t in target)
+
+
+def test_dataloader_workers_draw_different_augmentations(monkeypatch, voc2007):
+    import copy
+    from types import SimpleNamespace
+
+    from data import voc_detection
+
+    dataset = VOCDetection(voc2007, "trainval", transform=train_transform(64))
+    forked = copy.deepcopy(dataset)  # what a second worker process starts from
+    images = []
+    for worker_seed, copy_in_worker in ((1, dataset), (2, forked)):
+        monkeypatch.setattr(voc_detection, "get_worker_info", lambda d=copy_in_worker: SimpleNamespace(dataset=d))
+        torch.manual_seed(worker_seed)  # the DataLoader gives every worker its own torch seed
+        voc_detection._reseed_augmentation(0)
+        images.append(torch.stack([copy_in_worker[0][0] for _ in range(3)]))
+    assert not torch.equal(images[0], images[1])
