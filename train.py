@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.warning("no best checkpoint was saved; testing the current weights")
         if not cfg.get("train", True):
             ckpt = cfg.get("ckpt_path")
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update(metrics_to_dict(trainer.callback_metrics))
         results = dict(getattr(model, "test_results", {}) or {})
         if best:

@@ -20,7 +20,9 @@ Columns:
   warm-up; every model of a task is timed interleaved with the others (see
   ``benchmarks.common.sample_latencies_ms``). Detection is timed up to the raw head outputs
   (class logits, box offsets, priors): softmax + NMS cost depends on how many boxes pass the
-  score threshold, which for untrained weights says nothing.
+  score threshold, which for untrained weights says nothing. On a machine shared with other
+  jobs use ``--threads 1``: intra-op threads that wait for a busy core inflate multi-thread
+  timings many times over.
 - with ``--fused``: the same after ``backbones.fuse_for_inference`` (BatchNorm folded, every COG
   conv turned into one dense 1x1 conv), plus MACs and 1x1 MAC of the fused model.
 """
@@ -376,7 +378,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         default=list_backbones(), help="comma-separated registry names, default all")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per model (median kept)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per model first")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 on a machine shared with other jobs)")
     parser.add_argument("--csv", default=None, help="write the table to this CSV file")
     parser.add_argument("--no-latency", action="store_true", help="structural columns only")
     parser.add_argument("--fused", action="store_true",

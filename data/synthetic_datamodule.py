@@ -37,7 +37,7 @@ def synthetic_datamodule(
 
         folder = root / "classification"
         synthetic.write_image_folder(folder, num_classes=num_classes, seed=seed, **generator)
-        return ImageFolderDataModule(root=folder, layout="imagefolder", image_size=image_size,
+        return ImageFolderDataModule(root=str(folder), layout="imagefolder", image_size=image_size,
                                      num_classes=num_classes, **common)
     if task == "detection":
         from data.voc_detection import VOCDetectionDataModule
@@ -45,7 +45,7 @@ def synthetic_datamodule(
         folder = root / "detection"
         class_names = synthetic.write_voc_detection(folder, seed=seed, **generator)
         _check_classes(task, num_classes, len(class_names), "object classes")
-        return VOCDetectionDataModule(root=folder, years=("2007",), image_size=image_size,
+        return VOCDetectionDataModule(root=str(folder), years=("2007",), image_size=image_size,
                                       class_names=list(class_names), **common)
     if task == "segmentation":
         from data.voc_segmentation import VOCSegmentationDataModule
@@ -55,7 +55,7 @@ def synthetic_datamodule(
         if class_names[0] != "background":
             class_names = ["background", *class_names]
         _check_classes(task, num_classes, len(class_names), "classes including background")
-        return VOCSegmentationDataModule(root=folder, crop_size=image_size,
+        return VOCSegmentationDataModule(root=str(folder), crop_size=image_size,
                                          class_names=class_names, **common)
     raise ValueError(f"unknown task {task!r} for the synthetic dataset; valid: {', '.join(TASKS)}")
 

@@ -99,6 +99,14 @@ class TaskBase(L.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
+    channels_last: bool = False  # set by train.py/eval.py (on by default on CUDA)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Batches are (images, targets...) tuples; NHWC images let cuDNN pick its fast kernels.
+        if self.channels_last and isinstance(batch, (tuple, list)) and torch.is_tensor(batch[0]):
+            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
+
     def setup(self, stage: str) -> None:
         # Class names are discovered by the datamodule (folder names, VOC lists); per-class
         # metrics are logged under them.

@@ -124,12 +124,8 @@ class SegmentationTask(TaskBase):
         self.test_confmat.reset()
 
     def _class_names(self) -> list[str]:
-        """Metric-key-safe class names (from the task, else the datamodule, else class<i>)."""
-        names = self.hparams.class_names
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if names is None and datamodule is not None:
-            candidate = getattr(datamodule, "class_names", None)
-            if candidate is not None and len(candidate) == self.hparams.num_classes:
-                names = candidate
-        names = list(names) if names is not None else self.class_names
+        """Metric-key-safe class names (the datamodule's, set in ``TaskBase.setup``, else class<i>)."""
+        names = self.class_names
+        if len(names) != self.hparams.num_classes:
+            names = [f"class{i}" for i in range(self.hparams.num_classes)]
         return [re.sub(r"[^0-9A-Za-z_.-]+", "_", str(n)) for n in names]

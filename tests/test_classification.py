@@ -142,3 +142,17 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_dir):
     assert "GLOBAL_RANK: 1" in out or "world_size=2" in out.replace(" ", "") or "2 processes" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert "test/acc" in metrics
+
+
+@pytest.mark.gpu
+def test_gpu_defaults_bf16_and_channels_last(tmp_path, synthetic_dir):
+    """On CUDA, precision=auto means bf16-mixed and the model runs channels_last."""
+    from train import train
+
+    cfg = compose_config("train", tiny_overrides(synthetic_dir, "backbone=cog_e2",
+                                                 "+trainer.fast_dev_run=true"), tmp_path)
+    with open_dict(cfg):
+        cfg.trainer.accelerator = "gpu"
+    metrics = train(cfg)
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.channels_last is True
+    assert "test/acc" in metrics

@@ -278,3 +278,11 @@ def test_config_builds_the_thesis_model_and_data(voc_root):
 
     aug = compose(["task=segmentation", "data=voc2012_aug", f"paths.data_dir={voc_root}"])
     assert aug.data.use_sbd_aug is True and aug.data._target_ == cfg.data._target_
+
+
+def test_synthetic_config_matches_generator_and_fits_the_warmup():
+    cfg = compose(["task=segmentation", "data=synthetic"])
+    assert cfg.data.num_classes == cfg.synthetic.generator.num_classes + 1  # + background
+    assert cfg.data.image_size == cfg.synthetic.image_size
+    # A warm-up as long as the whole short run makes the schedule refuse to start.
+    assert cfg.model.scheduler.warmup_epochs < cfg.trainer.max_epochs == cfg.synthetic.max_epochs

@@ -81,6 +81,23 @@ def test_time_runs_interleaves_with_rotating_order_after_warmup():
         tp.time_runs(steps, CPU, num_steps=0, repeats=1, warmup=0)
 
 
+def test_cpu_clock_counts_work_not_sleep():
+    import time
+
+    def busy() -> None:
+        end = time.process_time() + 0.02
+        while time.process_time() < end:
+            pass
+
+    steps = {"sleep": lambda: time.sleep(0.05), "busy": busy}
+    cpu = tp.time_runs(steps, CPU, num_steps=1, repeats=2, warmup=0, clock="cpu")
+    wall = tp.time_runs(steps, CPU, num_steps=1, repeats=2, warmup=0, clock="wall")
+    assert max(cpu["sleep"]) < 0.02 <= min(cpu["busy"])
+    assert min(wall["sleep"]) >= 0.05
+    with pytest.raises(ValueError, match="clock"):
+        tp.time_runs(steps, CPU, num_steps=1, repeats=1, warmup=0, clock="gpu")
+
+
 def test_paired_ratio_is_the_median_of_per_repeat_ratios():
     # A noisy repeat slows both series alike; the ratio of medians would be 10/12, the paired
     # median sees 2 in every repeat.
@@ -129,6 +146,13 @@ def test_summarise_loop_skips_warmup_and_splits_step_from_gap():
     assert timing.wall_ips == pytest.approx(14 / 6.5)
     with pytest.raises(ValueError, match="warm-up"):
         tp.summarise_loop(epochs[:1], skip_first=3)
+    # The CPU clock reads its own marks: here each CPU mark is half the wall mark.
+    for epoch in epochs:
+        epoch["cpu_start"] = epoch["start"] / 2
+        for batch in epoch["batches"]:
+            batch["cpu_start"], batch["cpu_end"] = batch["start"] / 2, batch["end"] / 2
+    cpu = tp.summarise_loop(epochs, skip_first=1, clock="cpu")
+    assert cpu.images == 14 and cpu.wall_seconds == pytest.approx(6.5 / 2)
 
 
 class _TinyModule(L.LightningModule):
@@ -156,6 +180,7 @@ def test_batch_timer_records_every_batch_in_a_real_fit(tmp_path):
     for epoch in epochs:
         assert [b["images"] for b in epoch["batches"]] == [4, 4, 4]
         assert all(epoch["start"] <= b["start"] < b["end"] for b in epoch["batches"])
+        assert all(epoch["cpu_start"] <= b["cpu_start"] <= b["cpu_end"] for b in epoch["batches"])
     assert tp.summarise_loop(epochs, skip_first=1).images == 20
 
 
@@ -169,6 +194,17 @@ def test_cog_impls_switch_every_layer_and_agree():
     assert impls == ["roll"] * count
     images = torch.randn(2, 3, 64, 64)
     assert tp.check_impls_agree(model, images, IMPLS, CPU) < 1e-4
+
+
+@pytest.mark.parametrize("task", tp.TASKS)
+def test_data_pipeline_reads_the_synthetic_set_through_the_real_datamodule(task, tmp_path):
+    dataset = tp.synthetic_train_dataset(task, tmp_path, image_size=64, source_size=64, count=4)
+    image, target = dataset[0]
+    assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+    if task == "segmentation":
+        assert target.shape == (64, 64)
+    rates = tp.benchmark_data(task, tmp_path, image_size=64, source_size=64, count=4, repeats=2)
+    assert len(rates) == 2 and all(r > 0 for r in rates)
 
 
 def test_time_limit_interrupts_a_long_call_and_is_found_through_wrapping():
