@@ -88,6 +88,9 @@ class TaskBase(L.LightningModule):
     def configure_optimizers(self):
         opt_cfg = dict(self.hparams.get("optimizer") or {})
         sch_cfg = dict(self.hparams.get("scheduler") or {"name": "constant"})
+        if self._trainer is not None and self.trainer.fast_dev_run:
+            # One step checks the wiring only; a 40-epoch warm-up cannot fit in it.
+            sch_cfg = {"name": "constant"}
         optimizer = build_optimizer(self, **opt_cfg)
         total_steps = int(self.trainer.estimated_stepping_batches)
         if not math.isfinite(total_steps) or total_steps <= 0:

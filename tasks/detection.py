@@ -149,7 +149,7 @@ class DetectionTask(TaskBase):
         # compute() gathers every rank's state, so all ranks log the same values.
         result = self.test_map.compute()
         names = self._metric_names()
-        per_class = result["map_per_class"]
+        per_class = result["map_per_class"].reshape(-1)  # torchmetrics squeezes a single class to 0-d
         self.log("test/map", result["map"], sync_dist=True)
         for name, ap in zip(names, per_class):
             self.log(f"test/ap_{name}", ap, sync_dist=True)  # NaN: no non-difficult box of that class in the set

@@ -311,6 +311,23 @@ def test_loss_decreases_on_a_fixed_batch():
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_test_epoch_results_with_a_single_class():
+    torch.manual_seed(0)
+    task = DetectionTask({"name": "cog_e2", "width_mult": 0.35}, num_classes=1, class_names=["shape"],
+                         speed_test_runs=2, speed_test_warmup=1).eval()
+    images = torch.randn(2, 3, 64, 64)
+    targets = [{"boxes": torch.tensor([[5.0, 5.0, 40.0, 50.0]]), "labels": torch.tensor([1]),
+                "difficult": torch.tensor([False])}] * 2
+    with torch.no_grad():
+        task.test_step((images, targets), 0)
+        task.on_test_epoch_end()
+    results = task.test_results
+    assert list(results["ap_per_class"]) == ["shape"] and results["class_names"] == ["shape"]
+    assert 0.0 <= results["map"] <= 1.0 and results["ms_per_image"] > 0
+    assert results["ap_per_class"]["shape"] == pytest.approx(results["map"])
+
+
 def test_task_rejects_inconsistent_classes():
     with pytest.raises(ValueError, match="background excluded"):
         DetectionTask("mv2_e2", num_classes=0)
