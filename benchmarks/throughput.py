@@ -229,7 +229,8 @@ def images_per_second(seconds: Sequence[float], batch_size: int, num_steps: int)
 # ----------------------------------------------------------------------------------------------
 # Models, batches and step functions per task
 # ----------------------------------------------------------------------------------------------
-def build_task_model(task: str, backbone: str | Mapping[str, Any], num_classes: int | None = None) -> L.LightningModule:
+def build_task_model(task: str, backbone: str | Mapping[str, Any],
+                     num_classes: int | None = None) -> L.LightningModule:
     """Our LightningModule of ``task`` with its default (thesis) settings."""
     num_classes = NUM_CLASSES[task] if num_classes is None else num_classes
     if task == "classification":
@@ -284,7 +285,8 @@ def make_batch(task: str, size: Size, runtime: Runtime, num_classes: int | None 
             boxes = torch.cat([corner, (corner + extent).clamp(max=s)], dim=1)
             targets.append({
                 "boxes": boxes.to(runtime.device),
-                "labels": torch.randint(1, num_classes + 1, (BOXES_PER_IMAGE,), generator=gen).to(runtime.device),
+                "labels": torch.randint(1, num_classes + 1, (BOXES_PER_IMAGE,),
+                                        generator=gen).to(runtime.device),
                 "difficult": torch.zeros(BOXES_PER_IMAGE, dtype=torch.bool, device=runtime.device),
             })
         return images, targets
@@ -641,7 +643,8 @@ def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, 
         set_cog_impl(compiled, best)
         compiled.compile()  # compiles __call__ in place: training_step's self(images) runs it
         compiled_optimizer = task_optimizer(compiled)
-        compiled_step = train_step_fn(compiled, lambda: ours_loss(compiled, batch), compiled_optimizer, runtime)
+        compiled_step = train_step_fn(compiled, lambda: ours_loss(compiled, batch), compiled_optimizer,
+                                      runtime)
         start = time.perf_counter()
         try:
             with time_limit(compile_timeout):
@@ -673,7 +676,8 @@ def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, 
     print(f"largest relative output difference between impls: {difference:.2e}")
     print(f"torch.compile: {compile_note}")
     return [{"kind": "cog_impl", "task": task, "model": backbone, "mode": "train", "impl": r["impl"],
-             "device": runtime.device.type, "precision": runtime.precision, "clock": runtime.clock, "image_size": size.image_size,
+             "device": runtime.device.type, "precision": runtime.precision, "clock": runtime.clock,
+             "image_size": size.image_size,
              "batch_size": size.batch_size, "steps": steps, "repeats": len(r["images_per_s"]),
              "images_per_s_median": statistics.median(r["images_per_s"]),
              "images_per_s_min": min(r["images_per_s"]), "images_per_s_max": max(r["images_per_s"]),
@@ -786,6 +790,7 @@ def loop_overrides(task: str, backbone: str, size: Size, steps_per_epoch: int, e
         f"paths.synthetic_dir={synthetic_dir}", f"paths.output_dir={output_dir}", f"paths.log_dir={output_dir}",
         f"batch_size={size.batch_size}", f"synthetic.image_size={size.image_size}", *generator,
         f"trainer.max_epochs={epochs}", "++trainer.limit_val_batches=0", "test=false",
+        "++synthetic.warmup_epochs=0",  # lr warm-up (segmentation) must fit in a short run
         f"trainer.accelerator={'gpu' if runtime.cuda else 'cpu'}",
         "+callbacks.batch_timer._target_=benchmarks.throughput.BatchTimer",
         f"+callbacks.batch_timer.output={timer_output}",
@@ -795,23 +800,32 @@ def loop_overrides(task: str, backbone: str, size: Size, steps_per_epoch: int, e
     return overrides
 
 
-def raw_step_for(cfg, runtime: Runtime) -> tuple[Callable[[], None], int]:
-    """The raw training step on the model and a real first batch of ``cfg`` (as train.py builds
-    them: same model settings, datamodule, batch and image size); returns it and the batch size."""
+def raw_step_for(cfg, runtime: Runtime, num_batches: int = 8) -> tuple[Callable[[], None], int]:
+    """The raw training step on the model and real batches of ``cfg`` (as train.py builds them:
+    same model settings, datamodule, batch and image size); returns it and the batch size.
+
+    The step cycles over the first ``num_batches`` batches: training on one batch over and over
+    memorises it, and the vanishing loss and gradients can turn into denormal floats, which are
+    slow on CPUs and would make the raw step look slower than real training.
+    """
+    import itertools
+
     from hydra.utils import instantiate
 
     torch.manual_seed(0)
     datamodule = instantiate(cfg.data, num_workers=0)
     datamodule.setup("fit")
-    images, target = next(iter(datamodule.train_dataloader()))
-    images = runtime.place_images(images)
-    if isinstance(target, Tensor):
-        target = target.to(runtime.device)
-    else:
-        target = [{k: v.to(runtime.device) for k, v in t.items()} for t in target]
+    batches = []
+    for images, target in itertools.islice(datamodule.train_dataloader(), num_batches):
+        if isinstance(target, Tensor):
+            target = target.to(runtime.device)
+        else:
+            target = [{k: v.to(runtime.device) for k, v in t.items()} for t in target]
+        batches.append((runtime.place_images(images), target))
     model = runtime.place_model(instantiate(cfg.model))
-    step = train_step_fn(model, lambda: ours_loss(model, (images, target)), task_optimizer(model), runtime)
-    return step, int(images.shape[0])
+    cycle = itertools.cycle(batches)
+    step = train_step_fn(model, lambda: ours_loss(model, next(cycle)), task_optimizer(model), runtime)
+    return step, int(batches[0][0].shape[0])
 
 
 def benchmark_loop(task: str, backbone: str, size: Size, runtime: Runtime, args) -> dict[str, Any]:
@@ -968,7 +982,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     runtimes = resolve_devices(args.device, args.clock)
     sizes = {task: task_size(task, args) for task in args.tasks}
-    print("# throughput" + (" (--quick: reduced image and batch sizes, not the thesis settings)" if args.quick else ""))
+    quick = " (--quick: reduced image and batch sizes, not the thesis settings)" if args.quick else ""
+    print("# throughput" + quick)
     for runtime in runtimes:
         print(f"{runtime.device.type}: {describe_machine(runtime.device)}; {runtime.precision}")
         if runtime.cuda:
@@ -992,10 +1007,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     args.repeats, args.warmup, not args.no_compile,
                                                     args.compile_timeout)
     elif args.loop:
-        for runtime in runtimes[:1]:
-            for task in args.tasks:
-                for backbone in args.backbones:
-                    csv_rows.append(benchmark_loop(task, backbone, sizes[task], runtime, args))
+        runtime = next((r for r in runtimes if r.cuda), runtimes[0])  # train.py's device: GPU if any
+        for task in args.tasks:
+            for backbone in args.backbones:
+                csv_rows.append(benchmark_loop(task, backbone, sizes[task], runtime, args))
     else:
         results: list[ModelResult] = []
         if not args.no_models:

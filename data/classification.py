@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.image_folder import LAYOUTS, ClassificationSplit, Sample, build_classification_split
+from data.loaders import eval_loader, train_loader
 from data.io import read_rgb
 from data.transforms import classification_eval_transform, classification_train_transform
 
@@ -103,17 +104,14 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.val_dataset = ImageClassificationDataset(self.split.val, classification_eval_transform(size))
 
     def _loader(self, dataset: ImageClassificationDataset, train: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=train,
+        hp = self.hparams
+        options = {"batch_size": hp.batch_size, "num_workers": hp.num_workers,
+                   "pin_memory": hp.pin_memory and torch.cuda.is_available(),
+                   "persistent_workers": hp.persistent_workers}
+        if train:
             # A last training batch of one sample breaks BatchNorm; drop it when there are more.
-            drop_last=train and len(dataset) > self.hparams.batch_size,
-            num_workers=workers,
-            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.hparams.persistent_workers and workers > 0,
-        )
+            return train_loader(dataset, drop_last=len(dataset) > hp.batch_size, **options)
+        return eval_loader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

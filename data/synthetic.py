@@ -50,12 +50,12 @@ SYNTHETIC_CLASSES: tuple[str, ...] = (
 )
 # Bump when the renderer or the file layout changes: datasets written by an older version are
 # then regenerated instead of silently reused.
-SYNTHETIC_FORMAT_VERSION = 1
+SYNTHETIC_FORMAT_VERSION = 2
 MARKER_NAME = ".synthetic_done.json"
 JPEG_QUALITY = 90
 
 # Probability that an object takes its class's colour family rather than a random hue.
-_COLOUR_FAMILY_PROBABILITY = 1.0
+_COLOUR_FAMILY_PROBABILITY = 0.8
 # Every n-th image of each class in the image folder is stored as a grayscale ("L") JPEG so
 # the RGB conversion path of the readers is exercised.
 _GRAYSCALE_EVERY = 20

@@ -36,7 +36,9 @@ def synthetic_datamodule(
         from data.classification import ImageFolderDataModule
 
         folder = root / "classification"
-        synthetic.write_image_folder(folder, num_classes=num_classes, seed=seed, **generator)
+        # The generator may write more classes than the model sees (top_fraction keeps a subset).
+        generator.setdefault("num_classes", num_classes)
+        synthetic.write_image_folder(folder, seed=seed, **generator)
         return ImageFolderDataModule(root=str(folder), layout="imagefolder", image_size=image_size,
                                      num_classes=num_classes, **common)
     if task == "detection":

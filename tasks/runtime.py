@@ -74,6 +74,11 @@ def resolve_device_defaults(cfg: DictConfig) -> None:
             cfg.trainer.precision = "bf16-mixed" if on_cuda else "32-true"
         if cfg.get("channels_last", "auto") in ("auto", None):
             cfg.channels_last = bool(on_cuda)
+        if cfg.trainer.get("sync_batchnorm") and not on_cuda:
+            # torch's SyncBatchNorm runs on CUDA tensors only; CPU (gloo) processes keep
+            # per-process BatchNorm statistics.
+            log.warning("trainer.sync_batchnorm needs CUDA; running without it on CPU")
+            cfg.trainer.sync_batchnorm = False
 
 
 class _writable:

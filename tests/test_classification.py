@@ -50,7 +50,8 @@ def test_fast_dev_run(tmp_path, synthetic_dir, backbone):
 
 
 def test_short_run_beats_chance_and_best_checkpoint_reproduces_metric(tmp_path, synthetic_dir):
-    """A few epochs on the synthetic set: validation accuracy well above chance (1/8), and
+    """~500 steps on the synthetic set: validation accuracy well above chance (1/8; a run
+    measured 0.52 best, 0.48 at the end), and
     eval.py on the saved best checkpoint gives exactly the test metric logged by train.py."""
     from eval import evaluate
     from train import train
@@ -58,8 +59,8 @@ def test_short_run_beats_chance_and_best_checkpoint_reproduces_metric(tmp_path, 
     overrides = [
         "task=classification", "data=synthetic", f"paths.synthetic_dir={synthetic_dir}",
         "backbone=cog_e2", "backbone.width_mult=0.5", "synthetic.image_size=64",
-        "synthetic.generator.images_per_class=40", "synthetic.generator.image_size=72",
-        "batch_size=16", "trainer.max_epochs=6", "model.optimizer.lr=0.004",
+        "synthetic.generator.images_per_class=60", "synthetic.generator.image_size=72",
+        "batch_size=16", "trainer.max_epochs=18",
     ]
     cfg = compose_config("train", overrides, tmp_path / "train")
     metrics = train(cfg)
