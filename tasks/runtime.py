@@ -135,7 +135,7 @@ def format_metrics_table(metrics: Mapping[str, float], title: str = "metrics") -
     width = max(len(k) for k in metrics)
     lines = [f"| {title:<{width}} | value      |", f"|{'-' * (width + 2)}|------------|"]
     for key, value in metrics.items():
-        lines.append(f"| {key:<{width}} | {value:10.4f} |")
+        lines.append(f"| {key:<{width}} | {value:>10.4g} |")
     return "\n".join(lines)
 
 
