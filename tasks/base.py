@@ -88,7 +88,7 @@ class TaskBase(L.LightningModule):
     def configure_optimizers(self):
         opt_cfg = dict(self.hparams.get("optimizer") or {})
         sch_cfg = dict(self.hparams.get("scheduler") or {"name": "constant"})
-        if self._trainer is not None and self.trainer.fast_dev_run:
+        if self._trainer is not None and getattr(self.trainer, "fast_dev_run", False):
             # One step checks the wiring only; a 40-epoch warm-up cannot fit in it.
             sch_cfg = {"name": "constant"}
         optimizer = build_optimizer(self, **opt_cfg)
