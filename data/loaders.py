@@ -12,9 +12,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import os
+
+import torch
 import torch.distributed as dist
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
+
+
+def seed_augmentation_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker its own augmentation stream.
+
+    Each worker starts from a copy of the parent's albumentations random state (Compose keeps
+    its own generators, which Lightning's worker seeding does not reach); without a reseed every
+    worker would draw the same augmentation sequence.
+    """
+    if os.environ.get("PL_SEED_WORKERS") == "1":  # seed_everything(workers=True) was called
+        pl_worker_init_function(worker_id)
+    info = get_worker_info()
+    dataset = info.dataset if info is not None else None
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    seed = torch.initial_seed() % 2**32
+    for part in parts:
+        transform = getattr(part, "transform", None)
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(seed)
 
 
 def train_loader(dataset: Dataset, batch_size: int, num_workers: int,
@@ -24,6 +47,7 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int,
         dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
         collate_fn=collate_fn, pin_memory=pin_memory, drop_last=drop_last,
         persistent_workers=persistent_workers and num_workers > 0,
+        worker_init_fn=seed_augmentation_worker,
     )
 
 

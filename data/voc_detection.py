@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data.detection_transforms import eval_transform, train_transform
 from data.errors import DatasetNotFoundError
@@ -186,19 +186,6 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor
     return torch.stack(images), list(targets)
 
 
-def _reseed_augmentation(worker_id: int) -> None:
-    # Each worker starts from a copy of the parent's albumentations random state; without a
-    # reseed every worker would draw the same augmentation sequence.
-    info = get_worker_info()
-    dataset = info.dataset if info is not None else None
-    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
-    seed = torch.initial_seed() % 2**32
-    for part in parts:
-        transform = getattr(part, "transform", None)
-        if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(seed)
-
-
 class VOCDetectionDataModule(L.LightningDataModule):
     """VOC detection for SSD: ``years`` and ``train_split`` make the training set (VOC2007
     trainval, or 07+12 trainval), validation and test read ``eval_year``'s ``val_split`` /
@@ -288,10 +275,8 @@ class VOCDetectionDataModule(L.LightningDataModule):
             self.setup("fit")
         # The last SSD extra layer is 1x1: a training batch of one image would give BatchNorm a
         # single value per channel, so drop a ragged last batch whenever a full one exists.
-        loader = train_loader(self.train_set, drop_last=len(self.train_set) > self.batch_size,
-                              **self._loader_options())
-        loader.worker_init_fn = _reseed_augmentation
-        return loader
+        return train_loader(self.train_set, drop_last=len(self.train_set) > self.batch_size,
+                            **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:

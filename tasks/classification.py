@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from heads.classification import ClassificationHead
@@ -45,6 +45,10 @@ class ClassificationTask(TaskBase):
         self.val_metrics = MetricCollection(
             {"acc": MulticlassAccuracy(num_classes, average="micro"), **top5}, prefix="val/")
         self.test_metrics = self.val_metrics.clone(prefix="test/")
+        # Sample-weighted loss means, synced as metric states: exact under DDP with uneven shards
+        # (a per-rank mean averaged across ranks is not).
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
         self.test_per_class = MulticlassAccuracy(num_classes, average=None)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_results: dict[str, Any] = {}
@@ -64,14 +68,16 @@ class ClassificationTask(TaskBase):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
+        self.log("val/loss", self.val_loss, prog_bar=True)
         self.val_metrics.update(logits, labels)
         self.log_dict(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.test_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
+        self.log("test/loss", self.test_loss)
         self.test_metrics.update(logits, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)

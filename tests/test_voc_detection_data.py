@@ -223,14 +223,14 @@ def test_dataloader_workers_draw_different_augmentations(monkeypatch, voc2007):
     import copy
     from types import SimpleNamespace
 
-    from data import voc_detection
+    from data import loaders
 
     dataset = VOCDetection(voc2007, "trainval", transform=train_transform(64))
     forked = copy.deepcopy(dataset)  # what a second worker process starts from
     images = []
     for worker_seed, copy_in_worker in ((1, dataset), (2, forked)):
-        monkeypatch.setattr(voc_detection, "get_worker_info", lambda d=copy_in_worker: SimpleNamespace(dataset=d))
+        monkeypatch.setattr(loaders, "get_worker_info", lambda d=copy_in_worker: SimpleNamespace(dataset=d))
         torch.manual_seed(worker_seed)  # the DataLoader gives every worker its own torch seed
-        voc_detection._reseed_augmentation(0)
+        loaders.seed_augmentation_worker(0)
         images.append(torch.stack([copy_in_worker[0][0] for _ in range(3)]))
     assert not torch.equal(images[0], images[1])
