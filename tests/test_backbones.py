@@ -16,15 +16,6 @@ from backbones import (
 from backbones.inverted_residual import InvertedResidual
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: one thread is faster, and OpenMP threads spin badly on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SIZE = 64
 OUTPUT_STRIDES = (32, 16, 8)
 TAPS = ["stem", "stage1", "stage2", "stage3", "stage4", "stage5_expand", "stage5", "stage6", "last_conv"]

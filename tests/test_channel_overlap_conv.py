@@ -7,15 +7,6 @@ from backbones import ChannelOverlapConv2d
 from backbones.channel_overlap_conv import _FASTEST_IMPL, IMPLS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: one thread is faster, and OpenMP threads spin badly on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # (in_channels, out_channels, groups, overlap)
 CONFIGS = [(16, 32, 4, 1), (16, 24, 4, 2), (16, 8, 4, 3), (12, 6, 2, 1), (24, 48, 8, 3), (8, 8, 1, 0)]
 

@@ -10,15 +10,6 @@ from backbones import ChannelOverlapConv2d, create_backbone, fuse_for_inference,
 ATOL = RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: one thread is faster, and OpenMP threads spin badly on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def with_trained_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BN affine parameters and running statistics (a few train-mode passes)."""
     g = torch.Generator().manual_seed(seed)

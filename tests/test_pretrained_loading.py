@@ -11,15 +11,6 @@ from torch import nn
 from backbones import create_backbone, load_backbone_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: one thread is faster, and OpenMP threads spin badly on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomized(backbone: nn.Module, seed: int = 1) -> nn.Module:
     """Makes every tensor (BN statistics included) distinct from a fresh backbone's."""
     g = torch.Generator().manual_seed(seed)
