@@ -30,3 +30,12 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class ImageDecodeError(OSError):
     """An image file exists but cannot be decoded (corrupt, truncated or not an image)."""
+
+
+def check_num_classes(num_classes: int | None, class_names, counting: str) -> None:
+    """A configured ``num_classes`` must agree with the class names a datamodule reads."""
+    if num_classes is not None and num_classes != len(class_names):
+        raise ValueError(
+            f"num_classes={num_classes} but {len(class_names)} class names were given "
+            f"({counting}); make them agree"
+        )

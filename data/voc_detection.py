@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data.detection_transforms import eval_transform, train_transform
-from data.errors import DatasetNotFoundError
+from data.errors import DatasetNotFoundError, check_num_classes
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 
@@ -214,11 +214,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.class_names = list(class_names)
-        if num_classes is not None and num_classes != len(self.class_names):
-            raise ValueError(
-                f"num_classes={num_classes} but {len(self.class_names)} class names were given "
-                "(object classes, background excluded); make them agree"
-            )
+        check_num_classes(num_classes, self.class_names, "object classes, background excluded")
         if isinstance(years, (str, int)):
             years = (years,)
         self.years = tuple(str(y) for y in years)

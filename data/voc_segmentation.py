@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from data.errors import DatasetNotFoundError
+from data.errors import DatasetNotFoundError, check_num_classes
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
@@ -188,11 +188,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.class_names = list(class_names)
-        if num_classes is not None and num_classes != len(self.class_names):
-            raise ValueError(
-                f"num_classes={num_classes} but {len(self.class_names)} class names were given "
-                "(background included); make them agree"
-            )
+        check_num_classes(num_classes, self.class_names, "background included")
         if use_sbd_aug and train_split == "train":
             train_split = SBD_TRAIN_SPLIT
         self.root = Path(root)

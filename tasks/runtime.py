@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("cogsuite")
 
@@ -69,7 +69,7 @@ def resolve_device_defaults(cfg: DictConfig) -> None:
     """precision=auto -> bf16-mixed on CUDA, 32-true on CPU; channels_last=auto -> on for CUDA."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-    with _writable(cfg):
+    with open_dict(cfg):
         if cfg.trainer.get("precision", "auto") in ("auto", None):
             cfg.trainer.precision = "bf16-mixed" if on_cuda else "32-true"
         if cfg.get("channels_last", "auto") in ("auto", None):
@@ -79,21 +79,6 @@ def resolve_device_defaults(cfg: DictConfig) -> None:
             # per-process BatchNorm statistics.
             log.warning("trainer.sync_batchnorm needs CUDA; running without it on CPU")
             cfg.trainer.sync_batchnorm = False
-
-
-class _writable:
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-
-    def __enter__(self):
-        self.flag = OmegaConf.is_readonly(self.cfg)
-        OmegaConf.set_readonly(self.cfg, False)
-        self.struct = OmegaConf.is_struct(self.cfg)
-        OmegaConf.set_struct(self.cfg, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.cfg, self.struct)
-        OmegaConf.set_readonly(self.cfg, self.flag)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
