@@ -18,7 +18,7 @@ def synthetic_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def fixtures_dir():
     if not FIXTURES.is_dir():
-        pytest.skip(f"genuine data fixtures not found at {FIXTURES} (expected ../shared/fixtures)")
+        pytest.fail(f"genuine data fixtures missing at {FIXTURES}: they are part of the repository")
     return FIXTURES
 
 

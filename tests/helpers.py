@@ -8,7 +8,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# Genuine VOC / Caltech files, copied into the repository (provenance in fixtures/SOURCES.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:

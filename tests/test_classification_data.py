@@ -26,7 +26,7 @@ from data.io import read_rgb
 from data.synthetic import write_image_folder
 from data.transforms import IMAGENET_MEAN, classification_eval_transform, classification_train_transform
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from tests.helpers import FIXTURES
 
 
 def _jpeg(path: Path, seed: int = 0, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> Path:
@@ -134,7 +134,7 @@ def test_flowers_accepts_the_tensorflow_flower_photos_folder(tmp_path):
 def test_genuine_caltech101_jpegs_as_a_flowers_style_folder():
     folder = FIXTURES / "classification"
     if not folder.is_dir():
-        pytest.skip(f"genuine Caltech-101 fixture images not found at {folder}")
+        pytest.fail(f"genuine Caltech-101 fixture images missing at {folder}")
     split = build_classification_split(folder, "flowers", val_fraction=0.1, seed=0)
     assert split.class_names == ["airplanes", "butterfly", "chair"]
     assert split.train_class_counts == [2, 2, 2] and split.val_class_counts == [1, 1, 1]

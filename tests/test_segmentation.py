@@ -16,7 +16,7 @@ from tasks.segmentation import SegmentationTask
 from tasks.segmentation_metrics import iou_per_class, segmentation_scores
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+from tests.helpers import FIXTURES  # noqa: E402
 VOC_ROOT = FIXTURES  # holds VOCdevkit/VOC2012
 IGNORE = 255
 
@@ -190,7 +190,7 @@ def test_warmup_cosine_schedule_is_the_thesis_curve():
 @pytest.fixture(scope="module")
 def voc_root() -> Path:
     if not (VOC_ROOT / "VOCdevkit" / "VOC2012").is_dir():
-        pytest.skip(f"genuine VOC2012 fixture not found under {VOC_ROOT} (expected beside the clone)")
+        pytest.fail(f"genuine VOC2012 fixture missing under {VOC_ROOT}")
     return VOC_ROOT
 
 

@@ -22,7 +22,7 @@ from data.synthetic import (
     write_voc_segmentation,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from tests.helpers import FIXTURES
 
 FOLDER_ARGS = dict(num_classes=4, images_per_class=24, image_size=64, seed=0)
 DET_ARGS = dict(num_train=24, num_test=8, image_size=96, seed=0)

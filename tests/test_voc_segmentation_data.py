@@ -18,7 +18,7 @@ from data.voc_segmentation import (
     read_mask,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from tests.helpers import FIXTURES
 VOC2012 = FIXTURES / "VOCdevkit" / "VOC2012"
 # From fixtures/SOURCES.md: class ids in each genuine mask, and the official split membership.
 GENUINE_VALUES = {
@@ -33,7 +33,7 @@ VAL_IDS = ["2007_000033"]
 @pytest.fixture(scope="module")
 def voc_dir() -> Path:
     if not VOC2012.is_dir():
-        pytest.skip(f"genuine VOC2012 fixture not found at {VOC2012} (expected beside the clone)")
+        pytest.fail(f"genuine VOC2012 fixture missing at {VOC2012}")
     return VOC2012
 
 
