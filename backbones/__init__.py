@@ -1,23 +1,39 @@
-"""Backbones: MobileNetV2 / COG-MobileNet families, the COG conv, weight loading and fusion."""
-from . import families as _families  # noqa: F401  (registers the backbones)
-from .channel_overlap_conv import ChannelOverlapConv2d
+"""Backbones: a registry of families built on one contract (``backbones.base.Backbone``), the
+pointwise-layer registry (``backbones.pointwise``), weight loading and inference fusion."""
+from . import mobilenet_v2 as _mobilenet_v2  # noqa: F401  (registers mv2_eX / cog_eX)
+from .base import ROLES, Backbone, FeatureInfo, plan_strides
 from .fuse import fuse_for_inference
 from .inverted_residual import InvertedResidual
-from .mobilenet import MobileNetBackbone
+from .mobilenet_v2 import MobileNetV2Backbone
+from .pointwise import (
+    ChannelOverlapConv2d,
+    PointwiseLayer,
+    build_pointwise,
+    list_pointwise,
+    register_pointwise,
+)
 from .pretrained import LoadReport, load_backbone_weights
-from .registry import FeatureInfo, create_backbone, list_backbones, register_backbone
+from .registry import backbone_overrides, create_backbone, list_backbones, register_backbone
 from .torchvision_convert import convert_torchvision_mobilenet_v2
 
 __all__ = [
+    "Backbone",
     "ChannelOverlapConv2d",
     "FeatureInfo",
     "InvertedResidual",
     "LoadReport",
-    "MobileNetBackbone",
+    "MobileNetV2Backbone",
+    "PointwiseLayer",
+    "ROLES",
+    "backbone_overrides",
+    "build_pointwise",
     "convert_torchvision_mobilenet_v2",
     "create_backbone",
     "fuse_for_inference",
     "list_backbones",
+    "list_pointwise",
     "load_backbone_weights",
+    "plan_strides",
     "register_backbone",
+    "register_pointwise",
 ]

@@ -1,62 +1,22 @@
-"""MobileNetV2 inverted-residual block with a dense or channel-overlapping expansion conv."""
+"""MobileNetV2 inverted-residual block whose 1x1 convs come from a pointwise plan.
+
+expand (1x1, optional) -> depthwise 3x3 -> project (1x1, linear) [+ residual]. Which pointwise
+layer builds "expand" and "project" is the ``pointwise`` plan's business (dense by default;
+COG-MobileNet: COG at "expand", as the thesis, section 4.2).
+"""
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 from torch import Tensor, nn
-from torchvision.ops.misc import Conv2dNormActivation, ConvNormActivation
+from torchvision.ops.misc import Conv2dNormActivation
 
-from .channel_overlap_conv import channel_overlap_conv_layer
+from errors import ConfigError
 
-ActivationSpec = Union[str, Callable[..., nn.Module], None]
+from .activations import ActivationSpec, resolve_activation
+from .pointwise import PointwisePlan
 
-ACTIVATIONS: dict[str, Optional[Callable[..., nn.Module]]] = {
-    "relu6": nn.ReLU6,
-    "silu": nn.SiLU,
-    "none": None,
-}
-EXPANSIONS = ("dense", "cog")
-
-
-def resolve_activation(spec: ActivationSpec, what: str = "activation") -> Optional[Callable[..., nn.Module]]:
-    """Maps "relu6" | "silu" | "none" | None | a module class to a module class (or None)."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        key = spec.lower()
-        if key not in ACTIVATIONS:
-            raise ValueError(f"Unknown {what} {spec!r}; choose one of {sorted(ACTIVATIONS)} or None.")
-        return ACTIVATIONS[key]
-    if callable(spec):
-        return spec
-    raise TypeError(f"{what} must be a name {sorted(ACTIVATIONS)}, None or a module class, got {spec!r}.")
-
-
-class ChannelOverlapConvNormActivation(ConvNormActivation):
-    """ChannelOverlapConv2d + norm + activation, laid out like torchvision's Conv2dNormActivation."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        groups: int = 4,
-        overlap: int = 1,
-        impl: str = "auto",
-        norm_layer: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d,
-        activation_layer: Optional[Callable[..., nn.Module]] = nn.SiLU,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size=1,
-            stride=1,
-            padding=0,
-            groups=groups,
-            norm_layer=norm_layer,
-            activation_layer=activation_layer,
-            conv_layer=partial(channel_overlap_conv_layer, overlap=overlap, impl=impl),
-        )
+DENSE_PLAN = PointwisePlan.create("dense", (), ("expand", "project"))
 
 
 class InvertedResidual(nn.Module):
@@ -69,10 +29,10 @@ class InvertedResidual(nn.Module):
         stage_start: the block starts a new resolution stage (torchvision's ``_is_cn``). Defaults
             to ``stride > 1``; pass True for a stride-2 block turned into a dilated stride-1 one
             so it keeps its structure (no residual), as torchvision's dilated MobileNetV3 does.
-        expansion: "dense" (nn.Conv2d) or "cog" (ChannelOverlapConv2d) expansion conv.
+        pointwise: builds the "expand" and "project" 1x1 convs (``PointwisePlan``).
         force_expand: build the expansion conv even when expand_ratio == 1.
         expand_activation / depthwise_activation: "relu6" | "silu" | None | module class.
-        cog_groups / cog_overlap / cog_impl: ChannelOverlapConv2d settings (expansion="cog").
+        where: the block's name in error messages.
     """
 
     def __init__(
@@ -84,22 +44,18 @@ class InvertedResidual(nn.Module):
         *,
         dilation: int = 1,
         stage_start: Optional[bool] = None,
-        expansion: str = "dense",
+        pointwise: PointwisePlan = DENSE_PLAN,
         force_expand: bool = False,
         expand_activation: ActivationSpec = "relu6",
         depthwise_activation: ActivationSpec = "relu6",
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
-        cog_groups: int = 4,
-        cog_overlap: int = 1,
-        cog_impl: str = "auto",
+        where: str = "block",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"InvertedResidual: stride must be 1 or 2, got {stride}.")
+            raise ConfigError(f"InvertedResidual: stride must be 1 or 2, got {stride}.")
         if dilation < 1:
-            raise ValueError(f"InvertedResidual: dilation must be >= 1, got {dilation}.")
-        if expansion not in EXPANSIONS:
-            raise ValueError(f"InvertedResidual: expansion must be one of {EXPANSIONS}, got {expansion!r}.")
+            raise ConfigError(f"InvertedResidual: dilation must be >= 1, got {dilation}.")
         expand_act = resolve_activation(expand_activation, "expand_activation")
         depthwise_act = resolve_activation(depthwise_activation, "depthwise_activation")
 
@@ -115,22 +71,14 @@ class InvertedResidual(nn.Module):
 
         self.expand: Optional[nn.Module] = None
         if expand_ratio != 1 or force_expand:
-            if expansion == "cog":
-                self.expand = ChannelOverlapConvNormActivation(
-                    in_channels, hidden, groups=cog_groups, overlap=cog_overlap, impl=cog_impl,
-                    norm_layer=norm_layer, activation_layer=expand_act,
-                )
-            else:
-                self.expand = Conv2dNormActivation(
-                    in_channels, hidden, kernel_size=1, norm_layer=norm_layer, activation_layer=expand_act
-                )
+            self.expand = pointwise.build("expand", in_channels, hidden, norm_layer=norm_layer,
+                                          activation_layer=expand_act, where=f"{where} expand")
         self.depthwise = Conv2dNormActivation(
             hidden, hidden, kernel_size=3, stride=stride, dilation=dilation, groups=hidden,
             norm_layer=norm_layer, activation_layer=depthwise_act,
         )
-        self.project = Conv2dNormActivation(
-            hidden, out_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=None
-        )
+        self.project = pointwise.build("project", hidden, out_channels, norm_layer=norm_layer,
+                                       activation_layer=None, where=f"{where} project")
 
     def expansion_output(self, x: Tensor) -> Tensor:
         """The depthwise conv's input: the expansion output, or ``x`` when there is none."""

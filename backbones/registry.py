@@ -1,22 +1,12 @@
-"""Backbone registry: name -> factory, and the FeatureInfo record backbones describe taps with."""
+"""Backbone registry: name -> factory (timm's ``register_model`` / ``create_model`` pattern)."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from torch import nn
 
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One feature tap: ``features[index]`` output (or a tensor inside it) with ``channels`` at ``stride``."""
-
-    name: str
-    channels: int
-    stride: int
-    index: int
-
+from errors import ConfigError, ConfigTypeError
 
 Factory = TypeVar("Factory", bound=Callable[..., nn.Module])
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -54,7 +44,7 @@ def create_backbone(name: str, **overrides) -> nn.Module:
     valid = backbone_overrides(name)
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise TypeError(
+        raise ConfigTypeError(
             f"Backbone {name!r} does not accept override(s) {unknown}; valid overrides: {valid}."
         )
     return factory(**overrides)
@@ -62,5 +52,5 @@ def create_backbone(name: str, **overrides) -> nn.Module:
 
 def _factory(name: str) -> Callable[..., nn.Module]:
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"Unknown backbone {name!r}; registered backbones: {list_backbones()}.")
+        raise ConfigError(f"Unknown backbone {name!r}; registered backbones: {list_backbones()}.")
     return _REGISTRY[name]

@@ -6,7 +6,7 @@ Usage: python -m benchmarks.cog_impl [--device cpu|cuda] [--batch 16] [--threads
 Shapes are COG expansion convs of a 224-px COG-MobileNet: (in-channels, resolution) of blocks
 in the 24/32/64/96-channel stages, times expansion ratios 2/4/6. All implementations are timed
 in one process, interleaved over several rounds (best kept) so machine noise hits them
-alike. The result fills ``_FASTEST_IMPL`` in backbones/channel_overlap_conv.py.
+alike. The result fills ``_FASTEST_IMPL`` in backbones/pointwise/cog.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import time
 import torch
 from torch.utils import benchmark
 
-from backbones.channel_overlap_conv import IMPLS, ChannelOverlapConv2d
+from backbones.pointwise.cog import IMPLS, ChannelOverlapConv2d
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 # (in_channels, spatial size) of COG expansion convs at 224 px input.

@@ -4,18 +4,27 @@ cost and CPU latency, optionally before and after inference fusion.
     python -m benchmarks.complexity                       # all tasks and backbones
     python -m benchmarks.complexity --fused --csv complexity.csv
     python -m benchmarks.complexity --tasks classification --backbones mv2_e2,cog_e2 --no-latency
+    python -m benchmarks.complexity --tasks classification --backbones mv2_e2 \
+        --pointwise dense group:groups=4 group_shuffle:groups=4 cog:overlap=2 kgroup
+    python -m benchmarks.complexity --backbones cog_e2 --set expand_first_block=false pointwise_at=[expand,project]
 
 Models: classifier at 224 px with 1000 classes (the thesis' Table 5.2 setting), SSD-Lite at
 300 px with 20 object classes, DeepLabv3 at 480 px, output stride 16, 21 classes.
 
 Columns:
 - params / weights KB: trainable parameters, and their fp32 size (4 bytes each / 1024).
+- model KiB (C classes): the thesis' "Model size (KB)" (Tables 5.1, 5.2): bytes of the fp32
+  ``state_dict`` -- parameters plus BatchNorm running statistics and counters -- of the
+  classifier with C classes, / 1024 (``--classes``, default 5, 101, 257: Flowers, Caltech-101,
+  Caltech-256). Classification rows only.
 - MACs / FLOPs: multiply-accumulates of convolutions and matrix products at batch 1, counted by
   ``torch.utils.flop_counter.FlopCounterMode``; FLOPs = 2 x MACs (its convention). Pooling,
-  interpolation, activations and additions are not counted. COG convs are counted as the grouped
-  conv they are (``impl="concat"``), not as the block-sparse dense conv some implementations run.
-- 1x1 MAC: memory access cost of all 1x1 convs (ShuffleNetV2's MAC, see ``pointwise_conv_mac``
-  and ``cog_conv_mac``), in tensor elements at batch 1.
+  interpolation, activations and additions are not counted. Pointwise layers run their
+  ``reference_impl`` while counting (COG: the grouped conv it is, not the block-sparse dense conv
+  some implementations run).
+- 1x1 MAC: memory access cost of all 1x1 convs (ShuffleNetV2's MAC), in tensor elements at
+  batch 1: each pointwise layer counts its own (``PointwiseLayer.memory_access_cost``: COG
+  includes its concat copy, a channel shuffle its copy), other 1x1 convs ``conv_memory_access_cost``.
 - latency: median ms of the network's forward at batch 1 (eval mode, inference_mode), after
   warm-up; every model of a task is timed interleaved with the others (see
   ``benchmarks.common.sample_latencies_ms``). Detection is timed up to the raw head outputs
@@ -23,13 +32,16 @@ Columns:
   score threshold, which for untrained weights says nothing. On a machine shared with other
   jobs use ``--threads 1``: intra-op threads that wait for a busy core inflate multi-thread
   timings many times over.
-- with ``--fused``: the same after ``backbones.fuse_for_inference`` (BatchNorm folded, every COG
-  conv turned into one dense 1x1 conv), plus MACs and 1x1 MAC of the fused model.
+- with ``--fused``: the same after ``backbones.fuse_for_inference`` (BatchNorm folded, every
+  pointwise layer in its fused form: COG as one dense 1x1 conv), plus MACs and 1x1 MAC of the
+  fused model.
+
+Rows are labelled by backbone name, plus ``+pointwise`` and ``key=value`` settings when
+``--pointwise`` / ``--set`` change them.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import re
 import sys
@@ -41,7 +53,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from backbones import ChannelOverlapConv2d, fuse_for_inference, list_backbones
+import yaml
+
+from errors import ConfigError, SuiteError
+from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
+from backbones.pointwise import PointwiseConvOp, PointwiseLayer, conv_memory_access_cost, pointwise_spec, using_impl
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
 
 
@@ -49,27 +65,27 @@ from benchmarks.common import machine_description, markdown_table, median_latenc
 class TaskSetting:
     """How one task's model is built and fed for the complexity table."""
 
-    build: Callable[..., nn.Module]  # build(backbone_spec) -> task module
+    build: Callable[..., nn.Module]  # build(backbone_spec[, num_classes]) -> task module
     image_size: int
     description: str
 
 
-def _classifier(backbone: Any) -> nn.Module:
+def _classifier(backbone: Any, num_classes: int = 1000) -> nn.Module:
     from tasks.classification import ClassificationTask
 
-    return ClassificationTask(backbone=backbone, num_classes=1000)
+    return ClassificationTask(backbone=backbone, num_classes=num_classes)
 
 
-def _detector(backbone: Any) -> nn.Module:
+def _detector(backbone: Any, num_classes: int = 20) -> nn.Module:
     from tasks.detection import DetectionTask
 
-    return DetectionTask(backbone=backbone, num_classes=20)
+    return DetectionTask(backbone=backbone, num_classes=num_classes)
 
 
-def _segmenter(backbone: Any) -> nn.Module:
+def _segmenter(backbone: Any, num_classes: int = 21) -> nn.Module:
     from tasks.segmentation import SegmentationTask
 
-    return SegmentationTask(backbone=backbone, num_classes=21, output_stride=16)
+    return SegmentationTask(backbone=backbone, num_classes=num_classes, output_stride=16)
 
 
 TASKS: dict[str, TaskSetting] = {
@@ -90,21 +106,6 @@ def weights_kb(model: nn.Module) -> float:
     return count_parameters(model) * 4 / 1024
 
 
-@contextlib.contextmanager
-def cog_impl(model: nn.Module, impl: str | None) -> Iterator[nn.Module]:
-    """Temporarily runs every ChannelOverlapConv2d of ``model`` with ``impl`` (None: unchanged)."""
-    convs = [m for m in model.modules() if isinstance(m, ChannelOverlapConv2d)]
-    previous = [m.impl for m in convs]
-    try:
-        if impl is not None:
-            for m in convs:
-                m.impl = impl
-        yield model
-    finally:
-        for m, old in zip(convs, previous):
-            m.impl = old
-
-
 def _example(model: nn.Module, image_size: int) -> Tensor:
     param = next(model.parameters())
     return torch.randn(1, 3, image_size, image_size, device=param.device, dtype=param.dtype)
@@ -113,14 +114,14 @@ def _example(model: nn.Module, image_size: int) -> Tensor:
 def count_macs(model: nn.Module, example: Tensor) -> int:
     """Multiply-accumulates of one forward of ``example`` (FlopCounterMode's FLOPs / 2).
 
-    COG convs run their reference grouped implementation while counting, so their MACs are
-    those of the compact weight (the block-sparse dense form would count the zeros too).
+    Pointwise layers run their reference implementation while counting, so COG's MACs are
+    those of its compact weight (the block-sparse dense form would count the zeros too).
     """
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     try:
-        with cog_impl(model, "concat"), torch.no_grad(), counter:
+        with using_impl(model, "reference"), torch.no_grad(), counter:
             model(example)
     finally:
         model.train(was_training)
@@ -128,66 +129,45 @@ def count_macs(model: nn.Module, example: Tensor) -> int:
     return flops // 2
 
 
+def state_dict_kib(model: nn.Module) -> float:
+    """Bytes of every tensor in ``model.state_dict()`` (parameters, BN running statistics and
+    counters) / 1024: the thesis' "Model size (KB)" column."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1024
+
+
 # --------------------------------------------------------------------------- memory access cost
-def pointwise_conv_mac(c_in: int, c_out: int, h: int, w: int, groups: int = 1,
-                       h_out: int | None = None, w_out: int | None = None) -> int:
-    """Memory access cost of a 1x1 (group) conv, in elements, batch 1.
-
-    ShuffleNetV2 (Ma et al., ECCV 2018), Sec. 2, guideline G1, and Eq. 2 for group convs (G2):
-    ``MAC = h*w*(c_in + c_out) + c_in*c_out/g`` -- read the input feature map, write the output
-    feature map, read the kernel. A strided conv writes an h_out x w_out map. Bias is ignored,
-    as in the paper.
-    """
-    h_out = h if h_out is None else h_out
-    w_out = w if w_out is None else w_out
-    return h * w * c_in + h_out * w_out * c_out + c_in * c_out // groups
-
-
-def cog_conv_mac(c_in: int, c_out: int, h: int, w: int, groups: int, overlap: int) -> int:
-    """Memory access cost of a channel-overlapping group conv (ChannelOverlapConv2d), batch 1.
-
-    COG is computed as (see ``backbones.channel_overlap_conv``, impl "concat"): gather the
-    ``groups * (1 + overlap)`` input chunks each group sees into one tensor of
-    ``k * c_in`` channels (k = 1 + overlap, so every input element is duplicated k times), then
-    one grouped 1x1 conv over it. Counted, in elements:
-
-    - concat copy: read ``k*c_in*h*w`` (every chunk read once per group that sees it) and write
-      ``k*c_in*h*w`` -- the extra read + write of the duplicated input;
-    - grouped 1x1 conv on the duplicated input, ShuffleNetV2 Eq. 2 with ``k*c_in`` input
-      channels: ``h*w*(k*c_in + c_out) + k*c_in*c_out/g``.
-
-    Total ``h*w*(3*k*c_in + c_out) + k*c_in*c_out/g``. With overlap 0 the copy is still
-    counted; use ``pointwise_conv_mac`` for a plain group conv.
-    """
-    k = 1 + overlap
-    duplicated = k * c_in
-    concat_copy = 2 * duplicated * h * w
-    return concat_copy + pointwise_conv_mac(duplicated, c_out, h, w, groups)
-
-
 def _is_pointwise_conv(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1)
 
 
 def pointwise_memory_access(model: nn.Module, example: Tensor) -> int:
-    """Sum of ``pointwise_conv_mac`` / ``cog_conv_mac`` over every 1x1 conv that runs in one
-    forward of ``example``, per image (forward hooks read the actual channel and spatial sizes;
-    the batch dimension is left out). Linear layers are not 1x1 convs and are not counted; a
-    1x1 conv that runs twice is counted twice."""
+    """ShuffleNetV2 memory access cost of every 1x1 conv that runs in one forward of
+    ``example``, per image, in elements: each ``PointwiseLayer`` (or bare ``PointwiseConvOp``) counts its own
+    (``memory_access_cost``, e.g. COG's concat copy), every other 1x1 ``nn.Conv2d``
+    ``conv_memory_access_cost`` (forward hooks read the actual sizes; batch left out). Linear
+    layers are not counted; a layer that runs twice is counted twice."""
     total = 0
+    layers = [m for m in model.modules() if isinstance(m, PointwiseLayer)]
+    inside = {id(c) for layer in layers for c in layer.modules() if c is not layer}
+    # A bare pointwise op (not wrapped in a layer) counts itself too.
+    layers += [m for m in model.modules() if isinstance(m, PointwiseConvOp) and id(m) not in inside]
 
-    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+    def layer_hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         nonlocal total
-        x = inputs[0]
-        _, c_in, h, w = x.shape
-        if isinstance(module, ChannelOverlapConv2d):
-            total += cog_conv_mac(c_in, module.out_channels, h, w, module.groups, module.overlap)
-        else:
-            total += pointwise_conv_mac(c_in, output.shape[1], h, w, module.groups,
-                                        output.shape[2], output.shape[3])
+        total += module.memory_access_cost(inputs[0].shape[2], inputs[0].shape[3])
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, ChannelOverlapConv2d) or _is_pointwise_conv(m)]
+    def conv_hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal total
+        _, c_in, h, w = inputs[0].shape
+        _, c_out, h_out, w_out = output.shape
+        if (h_out, w_out) == (h, w):
+            total += conv_memory_access_cost(c_in, c_out, h, w, module.groups)
+        else:  # a strided 1x1 conv writes a smaller map than it reads
+            total += h * w * c_in + h_out * w_out * c_out + c_in * c_out // module.groups
+
+    handles = [m.register_forward_hook(layer_hook) for m in layers]
+    handles += [m.register_forward_hook(conv_hook) for m in model.modules()
+                if _is_pointwise_conv(m) and id(m) not in inside]
     was_training = model.training
     model.eval()
     try:
@@ -201,11 +181,37 @@ def pointwise_memory_access(model: nn.Module, example: Tensor) -> int:
 
 
 # --------------------------------------------------------------------------- table rows
-def build_model(task: str, backbone: str, width_mult: float = 1.0) -> nn.Module:
-    """The task's model with ``backbone`` (random weights), in eval mode."""
+@dataclass(frozen=True)
+class ModelChoice:
+    """One backbone to measure: a registry name plus overrides (pointwise layer, settings)."""
+
+    backbone: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.backbone, **dict(self.overrides)}
+
+    @property
+    def label(self) -> str:
+        parts = [self.backbone]
+        for key, value in self.overrides:
+            if key == "pointwise":
+                options = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
+                parts.append(f"+{value['name']}" + (f"({options})" if options else ""))
+            else:
+                parts.append(f" {key}={value}")
+        return "".join(parts)
+
+
+def build_model(task: str, choice: ModelChoice | str, width_mult: float = 1.0,
+                num_classes: int | None = None) -> nn.Module:
+    """The task's model with the chosen backbone (random weights), in eval mode."""
+    choice = ModelChoice(choice) if isinstance(choice, str) else choice
     setting = _task_setting(task)
-    spec: Any = backbone if width_mult == 1.0 else {"name": backbone, "width_mult": width_mult}
-    return setting.build(spec).eval()
+    spec = choice.spec if width_mult == 1.0 else {**choice.spec, "width_mult": width_mult}
+    model = setting.build(spec) if num_classes is None else setting.build(spec, num_classes)
+    return model.eval()
 
 
 def on_meta_device(model: nn.Module) -> nn.Module:
@@ -235,34 +241,40 @@ def structural_row(task: str, backbone: str, model: nn.Module, image_size: int) 
 
 def complexity_table(
     tasks: Sequence[str],
-    backbones: Sequence[str],
+    backbones: Sequence[ModelChoice | str],
     *,
     latency: bool = True,
     fused: bool = False,
     repeats: int = 10,
     warmup: int = 3,
     width_mult: float = 1.0,
-    latency_cog_impl: str | None = None,
+    latency_impl: str | None = None,
+    size_classes: Sequence[int] = (),
     log: Callable[[str], None] = lambda message: None,
 ) -> list[dict[str, Any]]:
-    """One row per (task, backbone): structural columns, and latency columns when asked.
+    """One row per (task, backbone choice): structural columns, and latency columns when asked.
 
     All models of one task are timed interleaved (unfused and fused side by side), so machine
-    drift affects COG and MobileNetV2 alike.
+    drift affects COG and MobileNetV2 alike. ``size_classes``: classification rows also get the
+    thesis' model size (``state_dict_kib``) with that many classes, one column per count.
     """
     rows: list[dict[str, Any]] = []
+    choices = [ModelChoice(c) if isinstance(c, str) else c for c in backbones]
     for task in tasks:
         setting = _task_setting(task)
         models: dict[str, nn.Module] = {}
         task_rows: dict[str, dict[str, Any]] = {}
-        for name in backbones:
+        for choice in choices:
+            name = choice.label
             log(f"{task} · {name}: counting")
-            model = build_model(task, name, width_mult)
+            model = build_model(task, choice, width_mult)
             row = structural_row(task, name, model, setting.image_size)
-            if latency_cog_impl is not None:
-                for m in model.modules():
-                    if isinstance(m, ChannelOverlapConv2d):
-                        m.impl = latency_cog_impl
+            if task == "classification":
+                for classes in size_classes:
+                    sized = build_model(task, choice, width_mult, num_classes=classes)
+                    row[f"model_kib_{classes}"] = state_dict_kib(sized)
+            if latency_impl is not None:
+                model.backbone.set_pointwise_impl(latency_impl)
             models[name] = model
             if fused:
                 fused_model = fuse_for_inference(model)
@@ -337,12 +349,24 @@ RATIO_HEADERS = {"expansion": "e", "mv2_ms": "MV2 ms", "cog_ms": "COG ms", "rati
                  "ratio_fused": "COG/MV2 fused"}
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
+def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """COLUMNS present in ``rows``, with the model-size columns after ``weights_kb``."""
+    sizes = sorted({k for row in rows for k in row if k.startswith("model_kib_")},
+                   key=lambda k: int(k.rsplit("_", 1)[1]))
     present = [c for c in COLUMNS if any(c in row for row in rows)]
+    at = present.index("weights_kb") + 1 if "weights_kb" in present else len(present)
+    return present[:at] + sizes + present[at:]
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    present = table_columns(rows)
     shown = [{**row, **{c: row[c] / 1e6 for c in MILLIONS if c in row}} for row in rows]
+    headers = {**HEADERS, **{c: f"model KiB ({c.rsplit('_', 1)[1]} cl.)" for c in present
+                             if c.startswith("model_kib_")}}
     formats = {"weights_kb": ",.1f", **{c: ",.1f" for c in MILLIONS},
+               **{c: ",.0f" for c in present if c.startswith("model_kib_")},
                "latency_ms": ".2f", "latency_fused_ms": ".2f", "image_size": "d"}
-    return markdown_table(shown, present, HEADERS, formats)
+    return markdown_table(shown, present, headers, formats)
 
 
 def format_ratios(ratios: Sequence[dict[str, Any]]) -> str:
@@ -355,7 +379,7 @@ def format_ratios(ratios: Sequence[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- command line
 def _task_setting(task: str) -> TaskSetting:
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     return TASKS[task]
 
 
@@ -368,6 +392,44 @@ def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
     return names
 
 
+def _pointwise_choice(text: str) -> dict[str, Any]:
+    """``name[:key=value,key=value]`` -> a pointwise spec (values parsed as YAML scalars)."""
+    name, _, options = text.partition(":")
+    spec: dict[str, Any] = {"name": name.strip()}
+    for item in filter(None, (o.strip() for o in options.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"pointwise option {item!r} is not key=value")
+        spec[key.strip()] = yaml.safe_load(value)
+    try:
+        return pointwise_spec(spec)
+    except (ConfigError, TypeError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set takes key=value, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def model_choices(backbones: Sequence[str], pointwise: Sequence[dict[str, Any]] | None,
+                  settings: Sequence[tuple[str, Any]]) -> list[ModelChoice]:
+    """Every backbone x every pointwise choice, with the ``--set`` overrides, checked against
+    what each backbone accepts."""
+    choices = []
+    for backbone in backbones:
+        valid = backbone_overrides(backbone)
+        unknown = sorted({k for k, _ in settings} - set(valid))
+        if unknown:
+            raise ConfigError(f"backbone {backbone!r} does not accept {unknown}; valid: {valid}")
+        for spec in pointwise or [None]:
+            overrides = ([("pointwise", spec)] if spec else []) + list(settings)
+            choices.append(ModelChoice(backbone, tuple(overrides)))
+    return choices
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.complexity",
@@ -376,6 +438,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated, default all: {','.join(TASKS)}")
     parser.add_argument("--backbones", type=lambda s: _names(s, list_backbones(), "backbone"),
                         default=list_backbones(), help="comma-separated registry names, default all")
+    parser.add_argument("--pointwise", type=_pointwise_choice, nargs="+", default=None,
+                        metavar="NAME[:K=V,...]",
+                        help=f"pointwise layer(s) for every backbone, e.g. 'group:groups=4' "
+                             f"'cog:overlap=2' (one row each); registered: {', '.join(list_pointwise())}")
+    parser.add_argument("--set", type=_setting, nargs="+", default=[], metavar="KEY=VALUE",
+                        dest="settings",
+                        help="backbone overrides for every row, e.g. expand_first_block=false "
+                             "pointwise_at=[expand,project] (values are YAML)")
+    parser.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",") if c.strip()],
+                        default=[5, 101, 257],
+                        help="classification model-size columns for these class counts "
+                             "(default 5,101,257: the thesis' Flowers, Caltech-101, Caltech-256)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per model (median kept)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per model first")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 on a machine shared with other jobs)")
@@ -383,8 +457,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-latency", action="store_true", help="structural columns only")
     parser.add_argument("--fused", action="store_true",
                         help="also time each model after backbones.fuse_for_inference")
-    parser.add_argument("--cog-impl", default=None, choices=("concat", "roll", "dense"),
-                        help="COG implementation for unfused latency (default: the model's, 'auto')")
+    parser.add_argument("--impl", "--cog-impl", default=None, dest="impl",
+                        choices=("concat", "roll", "dense", "reference"),
+                        help="pointwise implementation for unfused latency, for layers that have "
+                             "it (COG: concat|roll|dense; reference = each layer's own); default: "
+                             "the model's ('auto')")
     parser.add_argument("--width-mult", type=float, default=1.0,
                         help="backbone width multiplier (1.0 = the thesis models)")
     args = parser.parse_args(argv)
@@ -406,21 +483,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    rows = complexity_table(
-        args.tasks, args.backbones, latency=not args.no_latency, fused=args.fused,
-        repeats=args.repeats, warmup=args.warmup, width_mult=args.width_mult,
-        latency_cog_impl=args.cog_impl, log=log,
-    )
+    try:
+        choices = model_choices(args.backbones, args.pointwise, args.settings)
+        rows = complexity_table(
+            args.tasks, choices, latency=not args.no_latency, fused=args.fused,
+            repeats=args.repeats, warmup=args.warmup, width_mult=args.width_mult,
+            latency_impl=args.impl, size_classes=args.classes, log=log,
+        )
+    except SuiteError as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"\n{machine_description()}")
     for task in args.tasks:
         print(f"- {task}: {TASKS[task].description}" + (
             f", width_mult {args.width_mult}" if args.width_mult != 1.0 else ""))
     print("MACs/FLOPs: conv + matmul at batch 1 (FlopCounterMode; FLOPs = 2 x MACs). "
           "1x1 MAC: ShuffleNetV2 memory access cost of the 1x1 convs, "
-          "h*w*(c_in+c_out) + c_in*c_out/g; COG: h*w*(3*k*c_in + c_out) + k*c_in*c_out/g, "
-          "k = 1 + overlap (concat copy included).")
+          "h*w*(c_in+c_out) + c_in*c_out/g per conv; COG: h*w*(3*k*c_in + c_out) + k*c_in*c_out/g, "
+          "k = 1 + overlap (concat copy included); a channel shuffle adds 2*c*h*w. "
+          "Model KiB: fp32 state_dict incl. BN statistics, classifier with that many classes.")
     if not args.no_latency:
-        impl = args.cog_impl or "model default (auto)"
+        impl = args.impl or "model default (auto)"
         print(f"Latency: batch 1, eval, inference_mode, {args.warmup} warm-up + median of "
               f"{args.repeats} interleaved runs; unfused COG impl: {impl}.")
     print()
@@ -430,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         print("\nCOG / MobileNetV2 latency ratio per expansion factor (same run, interleaved):\n")
         print(format_ratios(ratios))
     if args.csv:
-        path = write_csv(args.csv, rows, [c for c in COLUMNS if any(c in r for r in rows)])
+        path = write_csv(args.csv, rows, table_columns(rows))
         print(f"\nwritten: {path}")
     return rows
 

@@ -542,14 +542,19 @@ def report_data(args: argparse.Namespace, sizes: Mapping[str, Size],
 # ----------------------------------------------------------------------------------------------
 # Mode 3: COG implementations on whole models
 # ----------------------------------------------------------------------------------------------
-def set_cog_impl(model: nn.Module, impl: str) -> int:
-    """Set ``impl`` on every ChannelOverlapConv2d of ``model``; returns how many there are."""
-    from backbones import ChannelOverlapConv2d
+def pointwise_layers_with_impls(model: nn.Module) -> list[nn.Module]:
+    """The pointwise layers of ``model`` that offer several implementations (COG)."""
+    from backbones.pointwise import PointwiseLayer
 
-    convs = [m for m in model.modules() if isinstance(m, ChannelOverlapConv2d)]
-    for conv in convs:
-        conv.impl = impl
-    return len(convs)
+    return [m for m in model.modules() if isinstance(m, PointwiseLayer) and m.impls]
+
+
+def set_pointwise_impl(model: nn.Module, impl: str) -> int:
+    """Set ``impl`` on every pointwise layer of ``model`` offering it; returns how many."""
+    layers = [m for m in pointwise_layers_with_impls(model) if impl in m.impls]
+    for layer in layers:
+        layer.set_impl(impl)
+    return len(layers)
 
 
 def check_impls_agree(model: nn.Module, images: Tensor, impls: Sequence[str], runtime: Runtime) -> float:
@@ -558,7 +563,7 @@ def check_impls_agree(model: nn.Module, images: Tensor, impls: Sequence[str], ru
     model.eval()
     with torch.inference_mode(), runtime.autocast():
         for impl in impls:
-            set_cog_impl(model, impl)
+            set_pointwise_impl(model, impl)
             out = model(images[:2])
             outputs.append((out[0] if isinstance(out, tuple) else out).float())
     scale = outputs[0].abs().max().clamp(min=1e-12)
@@ -609,15 +614,16 @@ def time_limit(seconds: float):
 def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, steps: int,
                         repeats: int, warmup: int, try_compile: bool,
                         compile_timeout: float = 900.0) -> list[dict[str, Any]]:
-    from backbones.channel_overlap_conv import IMPLS, ChannelOverlapConv2d
-
     torch.manual_seed(0)
     batch = make_batch(task, size, runtime)
     model = runtime.place_model(build_task_model(task, backbone))
-    if set_cog_impl(model, "concat") == 0:
-        raise SystemExit(f"error: {backbone} has no ChannelOverlapConv2d; --cog-impls needs cog_* backbones")
-    auto = ChannelOverlapConv2d(8, 8).resolved_impl(runtime.device)
-    difference = check_impls_agree(model, batch[0], IMPLS, runtime)
+    layers = pointwise_layers_with_impls(model)
+    if not layers:
+        raise SystemExit(f"error: {backbone} has no pointwise layer with several implementations; "
+                         "--cog-impls needs e.g. cog_* backbones")
+    impls = tuple(layers[0].impls)
+    auto = layers[0].resolved_impl(runtime.device) if layers[0].impl == "auto" else layers[0].impl
+    difference = check_impls_agree(model, batch[0], impls, runtime)
     optimizer = task_optimizer(model)
     raw_step = train_step_fn(model, lambda: ours_loss(model, batch), optimizer, runtime)
 
@@ -626,21 +632,21 @@ def benchmark_cog_impls(task: str, backbone: str, size: Size, runtime: Runtime, 
     def with_impl(impl: str) -> Callable[[], None]:
         def step() -> None:
             if current[0] != impl:  # switch once per timed run, not on every step
-                set_cog_impl(model, impl)
+                set_pointwise_impl(model, impl)
                 current[0] = impl
             raw_step()
         return step
 
-    seconds = time_runs({impl: with_impl(impl) for impl in IMPLS}, runtime, steps, repeats, warmup)
+    seconds = time_runs({impl: with_impl(impl) for impl in impls}, runtime, steps, repeats, warmup)
     ips = {k: images_per_second(v, size.batch_size, steps) for k, v in seconds.items()}
     best = max(ips, key=lambda k: statistics.median(ips[k]))
     rows = [{"impl": impl, "images_per_s": ips[impl], "vs_best_eager": paired_ratio(ips[impl], ips[best])}
-            for impl in IMPLS]
+            for impl in impls]
 
     compile_note = "not tried (--no-compile)"
     if try_compile:
         compiled = copy.deepcopy(model)
-        set_cog_impl(compiled, best)
+        set_pointwise_impl(compiled, best)
         compiled.compile()  # compiles __call__ in place: training_step's self(images) runs it
         compiled_optimizer = task_optimizer(compiled)
         compiled_step = train_step_fn(compiled, lambda: ours_loss(compiled, batch), compiled_optimizer,

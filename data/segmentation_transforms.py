@@ -1,6 +1,6 @@
 """Albumentations pipelines for semantic segmentation (DeepLabv3 training on VOC2012).
 
-Training: random rescale, pad to the crop (image 0, mask ``ignore_index`` so padding never counts
+Training: random rescale (``scale_range``; None: none, as the thesis' Table 5.5 runs), pad to the crop (image 0, mask ``ignore_index`` so padding never counts
 in the loss), random crop, horizontal flip, ImageNet normalisation. Masks are always resampled
 with nearest-neighbour interpolation so class ids (and 255) never blend.
 
@@ -17,6 +17,8 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
+from errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
@@ -24,20 +26,24 @@ IGNORE_INDEX = 255
 
 def train_transform(
     crop_size: int,
-    scale_range: Sequence[float] = (0.5, 2.0),
+    scale_range: Sequence[float] | None = (0.5, 2.0),
     ignore_index: int = IGNORE_INDEX,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
-    low, high = (float(s) for s in scale_range)
-    if not 0 < low <= high:
-        raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {tuple(scale_range)}")
     if crop_size < 1:
-        raise ValueError(f"crop size must be a positive number of pixels, got {crop_size}")
-    return A.Compose([
+        raise ConfigError(f"crop size must be a positive number of pixels, got {crop_size}")
+    rescale = []
+    if scale_range is not None:
+        low, high = (float(s) for s in scale_range)
+        if not 0 < low <= high:
+            raise ConfigError(f"scale_range must be (low, high) with 0 < low <= high, or null for no "
+                              f"rescaling, got {tuple(scale_range)}")
         # RandomScale draws the factor from (1 + low, 1 + high): its limits are offsets from 1.
-        A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,
-                      mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+        rescale = [A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,
+                                 mask_interpolation=cv2.INTER_NEAREST, p=1.0)]
+    return A.Compose([
+        *rescale,
         A.PadIfNeeded(min_height=crop_size, min_width=crop_size, border_mode=cv2.BORDER_CONSTANT,
                       fill=0, fill_mask=ignore_index),
         A.RandomCrop(height=crop_size, width=crop_size),

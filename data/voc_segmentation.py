@@ -196,7 +196,8 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         self.test_split = test_split or val_split
         self.use_sbd_aug = use_sbd_aug
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.crop_size, self.scale_range = int(crop_size), tuple(scale_range)
+        self.crop_size = int(crop_size)
+        self.scale_range = None if scale_range is None else tuple(scale_range)
         self.val_size, self.ignore_index = val_size, ignore_index
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         # Fail at construction, before a model is built, when the dataset is not there.

@@ -16,8 +16,9 @@ What is exported (input ``images`` [B, 3, H, W], B dynamic, H and W fixed at ``-
   ``batched_nms``).
 
 With ``--fuse`` (default) the model is exported after ``backbones.fuse_for_inference``
-(BatchNorm folded, every COG conv one dense 1x1 conv). Without it, COG convs are exported in
-their grouped "concat" form (the block-sparse "dense" form builds its weight with an indexed
+(BatchNorm folded, every pointwise layer in its fused form: a COG conv is one dense 1x1 conv).
+Without it, pointwise layers with several implementations are exported in their reference form
+(COG: the grouped "concat" form; its block-sparse "dense" form builds its weight with an indexed
 write that ONNX export does not support).
 
 Check: the ONNX model runs in onnxruntime on a seeded random batch of 2 and each output is
@@ -31,10 +32,9 @@ exporter needs the extra ``onnxscript`` package.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from backbones import ChannelOverlapConv2d, fuse_for_inference
+from backbones import fuse_for_inference
+from backbones.pointwise import using_impl
 
 RELATIVE_TOLERANCE = 1e-3
 DEFAULT_OPSET = 17
@@ -131,20 +132,6 @@ def exportable(model: nn.Module, example: Tensor, decode_boxes: bool = False) ->
                     "an SSDLiteOutput")
 
 
-@contextlib.contextmanager
-def exportable_cog_convs(model: nn.Module) -> Iterator[None]:
-    """COG convs in their grouped "concat" form while exporting an unfused model."""
-    convs = [m for m in model.modules() if isinstance(m, ChannelOverlapConv2d)]
-    previous = [m.impl for m in convs]
-    try:
-        for m in convs:
-            m.impl = "concat"
-        yield
-    finally:
-        for m, impl in zip(convs, previous):
-            m.impl = impl
-
-
 # --------------------------------------------------------------------------- export + check
 def _as_tuple(output: Any) -> tuple[Tensor, ...]:
     return tuple(output) if isinstance(output, (tuple, list)) else (output,)
@@ -176,7 +163,7 @@ def export_onnx(
     try:
         original, names = exportable(model, example, decode_boxes)
         deployed = exportable(fuse_for_inference(model), example, decode_boxes)[0] if fuse else original
-        with exportable_cog_convs(deployed), torch.no_grad(), warnings.catch_warnings():
+        with using_impl(deployed, "reference"), torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(

@@ -30,9 +30,10 @@ def backbone_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_backbone(
-    spec: str | Mapping[str, Any], last_tap: str | None = None, **task_defaults: Any
+    spec: str | Mapping[str, Any], last_role: str | None = None, **task_defaults: Any
 ) -> nn.Module:
-    """Create a backbone from its spec, truncate it after ``last_tap``, then load ``pretrained``.
+    """Create a backbone from its spec, truncate it after the tap playing ``last_role``, then
+    load ``pretrained``.
 
     Task defaults (e.g. ``output_stride=16`` for segmentation) apply unless the spec sets the
     same key to something other than None. Loading after truncation means a checkpoint may hold
@@ -45,8 +46,8 @@ def build_backbone(
     pretrained = spec.pop("pretrained", None)
     overrides = {**task_defaults, **{k: v for k, v in spec.items() if v is not None}}
     backbone = create_backbone(name, **overrides)
-    if last_tap is not None:
-        backbone.truncate(last_tap)
+    if last_role is not None:
+        backbone.truncate_at_role(last_role)
     if pretrained:
         load_backbone_weights(backbone, pretrained)
     return backbone

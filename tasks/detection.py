@@ -1,7 +1,7 @@
 """Object detection: SSD-Lite on a MobileNetV2 / COG-MobileNet backbone (thesis Table 5.4, VOC2007).
 
-The backbone's ``stage5_expand`` (stride 16) and ``last_conv`` (stride 32) taps feed the SSD-Lite
-head (``heads.ssd_lite``); training uses the MultiBox loss (``tasks.ssd_loss``). Validation
+The backbone's "stride16_expansion" feature (MobileNetV2: the expansion output of block 14,
+stride 16) and its last feature map (stride 32) feed the SSD-Lite head (``heads.ssd_lite``); training uses the MultiBox loss (``tasks.ssd_loss``). Validation
 logs VOC07 11-point mAP at IoU 0.5 (``val/map``); test adds per-class APs, COCO-style
 mAP@[.5:.95] (``test/map_coco``) and the batch-1 latency of forward + post-processing
 (``test/ms_per_image``). Defaults follow the thesis / mb2-ssd-lite: SGD lr 0.01, momentum 0.9,
@@ -25,7 +25,8 @@ from tasks.base import TaskBase, build_backbone
 from tasks.metrics import VOCMeanAveragePrecision
 from tasks.ssd_loss import SSDLoss
 
-FEATURE_TAPS = ("stage5_expand", "last_conv")
+# Backbone feature roles SSD-Lite predicts from (see backbones.base): stride 16, then the last map.
+FEATURE_ROLES = ("stride16_expansion", "last")
 Targets = list[dict[str, Tensor]]
 
 
@@ -77,7 +78,9 @@ class DetectionTask(TaskBase):
                              "(object classes, background excluded)")
         self.save_hyperparameters()
         self.backbone = build_backbone(backbone)
-        tap_channels = [self.backbone.feature(tap).channels for tap in FEATURE_TAPS]
+        taps = [self.backbone.feature_for(role) for role in FEATURE_ROLES]
+        self.feature_taps = [tap.name for tap in taps]
+        tap_channels = [tap.channels for tap in taps]
         self.head = SSDLiteHead(tap_channels, num_classes + 1, extra_channels, box_sizes,
                                 aspect_ratios, reference_size)
         self.loss_fn = SSDLoss(iou_threshold, neg_pos_ratio)
@@ -91,8 +94,8 @@ class DetectionTask(TaskBase):
         self.test_results: dict[str, Any] = {}
 
     def forward(self, images: Tensor) -> SSDLiteOutput:
-        features = self.backbone.forward_features(images, FEATURE_TAPS)
-        return self.head([features[tap] for tap in FEATURE_TAPS], images.shape[-2:])
+        features = self.backbone.forward_features(images, self.feature_taps)
+        return self.head([features[tap] for tap in self.feature_taps], images.shape[-2:])
 
     def postprocess(self, output: SSDLiteOutput, image_size: Sequence[int]) -> Targets:
         hp = self.hparams

@@ -1,9 +1,17 @@
-"""Semantic segmentation: DeepLabv3 (ASPP head) on a dilated backbone, thesis Table 5.5 (VOC2012).
+"""Semantic segmentation: DeepLabv3 (ASPP head) on a backbone cut at stride 16, thesis Table 5.5.
 
-The backbone runs at output stride 16 (or 8) up to the 320-channel block (``stage6``); the
-1x1 conv to 1280 channels is dropped. Logits are upsampled bilinearly to the input size and
-trained with pixel-wise cross-entropy (255 = ignore). mIoU and pixel accuracy come from one
-confusion matrix over the whole evaluation set (see ``tasks.segmentation_metrics``).
+Two backbone cuts (``cut``):
+
+- ``"body"`` (default; the MobileNetV2 paper's DeepLabv3 and common PyTorch ports): the backbone
+  runs at output stride 16 (or 8) with dilation, up to its last block (role "body", the
+  320-channel block of MobileNetV2); the final 1x1 conv to 1280 channels is dropped.
+- ``"stride16"`` (the thesis, section 4.5: "the first 5 stages", output 16 times smaller than the
+  input): the backbone at output stride 32, cut after its last stride-16 block (role "stride16",
+  the 96-channel stage of MobileNetV2, Table 4.3); no dilation. The thesis rows use it.
+
+Logits are upsampled bilinearly to the input size and trained with pixel-wise cross-entropy
+(255 = ignore). mIoU and pixel accuracy come from one confusion matrix over the whole evaluation
+set (see ``tasks.segmentation_metrics``).
 """
 from __future__ import annotations
 
@@ -16,10 +24,11 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from heads.deeplabv3 import ATROUS_RATES_OS16, DeepLabV3Head, atrous_rates_for
+from errors import ConfigError
 from tasks.base import TaskBase, build_backbone
 from tasks.segmentation_metrics import segmentation_scores
 
-LAST_TAP = "stage6"
+CUTS = ("body", "stride16")  # the backbone role the head reads (see the module docstring)
 
 
 class SegmentationTask(TaskBase):
@@ -40,6 +49,7 @@ class SegmentationTask(TaskBase):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         output_stride: int = 16,
+        cut: str = "body",
         ignore_index: int = 255,
         atrous_rates: Sequence[int] = ATROUS_RATES_OS16,
         head_channels: int = 256,
@@ -54,11 +64,18 @@ class SegmentationTask(TaskBase):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"{len(class_names)} class names for num_classes={num_classes} (background included)")
+        if cut not in CUTS:
+            raise ConfigError(f"unknown segmentation cut {cut!r}; choose one of {list(CUTS)} "
+                              "(body: dilated up to the last block; stride16: the thesis' first 5 stages)")
         self.save_hyperparameters()
-        self.backbone = build_backbone(backbone, last_tap=LAST_TAP, output_stride=output_stride)
-        rates = atrous_rates_for(self.backbone.output_stride, atrous_rates)
-        self.head = DeepLabV3Head(self.backbone.feature(LAST_TAP).channels, num_classes, rates,
-                                  head_channels, dropout)
+        if cut == "stride16":
+            # The stride-16 stage of the undilated network: nothing is dilated or dropped before it.
+            self.backbone = build_backbone(backbone, last_role="stride16", output_stride=32)
+        else:
+            self.backbone = build_backbone(backbone, last_role="body", output_stride=output_stride)
+        feature = self.backbone.feature_for("last")
+        rates = atrous_rates_for(feature.stride, atrous_rates)
+        self.head = DeepLabV3Head(feature.channels, num_classes, rates, head_channels, dropout)
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
         self.ignore_index = ignore_index
         self.val_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)

@@ -8,12 +8,15 @@ from torchvision.models._utils import _make_divisible
 from backbones import (
     ChannelOverlapConv2d,
     FeatureInfo,
-    MobileNetBackbone,
+    MobileNetV2Backbone,
     convert_torchvision_mobilenet_v2,
     create_backbone,
     list_backbones,
 )
 from backbones.inverted_residual import InvertedResidual
+from errors import ConfigError, ConfigTypeError
+
+MOBILENET_V2_NAMES = ["mv2_e2", "mv2_e4", "mv2_e6", "cog_e2", "cog_e4", "cog_e6"]
 
 
 SIZE = 64
@@ -62,9 +65,9 @@ def test_registry_lists_the_six_families():
     assert {"mv2_e2", "mv2_e4", "mv2_e6", "cog_e2", "cog_e4", "cog_e6"} <= set(list_backbones())
 
 
-@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize("name", MOBILENET_V2_NAMES)
 @pytest.mark.parametrize("output_stride", OUTPUT_STRIDES)
-def test_feature_contract(name, output_stride):
+def test_mobilenet_v2_taps(name, output_stride):
     torch.manual_seed(0)
     backbone = create_backbone(name, output_stride=output_stride)
     assert backbone.name == name and backbone.output_stride == output_stride
@@ -92,7 +95,7 @@ def test_feature_contract(name, output_stride):
     assert not missing, f"parameters without gradient: {missing[:5]}"
 
 
-@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize("name", MOBILENET_V2_NAMES)
 def test_width_mult_half(name):
     backbone = create_backbone(name, width_mult=0.5)
     x = torch.randn(2, 3, SIZE, SIZE)
@@ -129,7 +132,7 @@ def test_forward_features_equal_running_features_by_hand():
 
 def test_forward_features_rejects_unknown_taps():
     backbone = create_backbone("mv2_e2")
-    with pytest.raises(ValueError, match="Unknown feature tap.*'stage9'.*available taps"):
+    with pytest.raises(ConfigError, match="Unknown feature tap.*'stage9'.*available taps"):
         backbone.forward_features(torch.randn(1, 3, SIZE, SIZE), ["stage9"])
 
 
@@ -143,9 +146,9 @@ def test_truncate_drops_later_layers():
     assert [f.name for f in truncated.feature_info] == TAPS[:-1]
     x = torch.randn(1, 3, SIZE, SIZE)
     torch.testing.assert_close(truncated(x), full.forward_features(x, ["stage6"])["stage6"])
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(ConfigError, match="truncated"):
         truncated.forward_features(x, ["last_conv"])
-    with pytest.raises(ValueError, match="inside block"):
+    with pytest.raises(ConfigError, match="inside layer 14"):
         create_backbone("cog_e4").truncate("stage5_expand")
     stage4_only = create_backbone("mv2_e2").truncate("stage4")
     assert "stage5_expand" not in stage4_only.tap_names and stage4_only.out_channels == 96
@@ -188,13 +191,11 @@ def test_stage_start_marks_resolution_changes():
 
 
 def test_registry_errors_are_clear():
-    with pytest.raises(ValueError, match=r"Unknown backbone 'resnet50'.*cog_e2.*mv2_e6"):
+    with pytest.raises(ConfigError, match=r"Unknown backbone 'resnet50'.*cog_e2.*mv2_e6"):
         create_backbone("resnet50")
-    with pytest.raises(TypeError, match=r"does not accept override\(s\) \['expand_activation'\].*width_mult"):
-        create_backbone("mv2_e2", expand_activation="silu")
-    with pytest.raises(TypeError, match=r"\['depth'\].*cog_impl"):
+    with pytest.raises(ConfigTypeError, match=r"does not accept override\(s\) \['depth'\].*pointwise"):
         create_backbone("cog_e2", depth=3)
-    with pytest.raises(ValueError, match="output_stride must be one of"):
+    with pytest.raises(ConfigError, match="output_stride must be one of"):
         create_backbone("cog_e2", output_stride=4)
 
 
@@ -211,7 +212,8 @@ def test_cog_family_structure_and_overrides():
     assert blocks[0].hidden_channels == blocks[0].in_channels == 32  # t=1 COG expansion
     assert isinstance(backbone.features[0][2], nn.ReLU6) and isinstance(backbone.features[18][2], nn.ReLU6)
 
-    plain = create_backbone("cog_e4", expand_activation=None, cog_impl="roll")
+    plain = create_backbone("cog_e4", expand_activation=None,
+                            pointwise={"name": "cog", "groups": 4, "overlap": 1, "impl": "roll"})
     for b in plain.features[1:18]:
         assert len(b.expand) == 2 and b.expand[0].impl == "roll"
 
@@ -228,10 +230,10 @@ def test_cog_backbone_output_is_the_same_for_every_impl():
     backbone = create_backbone("cog_e2").eval()
     randomize_batchnorm(backbone)
     x = torch.randn(1, 3, SIZE, SIZE)
-    backbone.set_cog_impl("concat")
+    backbone.set_pointwise_impl("concat")
     expected = backbone(x)
     for impl in ("roll", "dense", "auto"):
-        backbone.set_cog_impl(impl)
+        backbone.set_pointwise_impl(impl)
         torch.testing.assert_close(backbone(x), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -282,9 +284,11 @@ def test_init_scheme_matches_torchvision():
 
 
 def test_mobilenet_backbone_validates_arguments():
-    with pytest.raises(ValueError, match="width_mult must be > 0"):
-        MobileNetBackbone(width_mult=0)
-    with pytest.raises(ValueError, match="expansion must be one of"):
-        MobileNetBackbone(expansion="sparse")
-    with pytest.raises(ValueError, match="Unknown expand_activation 'gelu'"):
-        MobileNetBackbone(expand_activation="gelu")
+    with pytest.raises(ConfigError, match="width_mult must be > 0"):
+        MobileNetV2Backbone(width_mult=0)
+    with pytest.raises(ConfigError, match=r"Unknown pointwise layer 'sparse'.*registered"):
+        MobileNetV2Backbone(pointwise="sparse")
+    with pytest.raises(ConfigError, match="Unknown expand_activation 'gelu'"):
+        MobileNetV2Backbone(expand_activation="gelu")
+    with pytest.raises(ConfigError, match=r"pointwise_at names unknown conv role\(s\) \['se'\]"):
+        MobileNetV2Backbone(pointwise="group", pointwise_at=["expand", "se"])

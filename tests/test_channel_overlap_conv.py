@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from backbones import ChannelOverlapConv2d
-from backbones.channel_overlap_conv import _FASTEST_IMPL, IMPLS
+from backbones.pointwise.cog import _FASTEST_IMPL, IMPLS
 
 
 # (in_channels, out_channels, groups, overlap)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from backbones import ChannelOverlapConv2d
+from backbones.pointwise import conv_memory_access_cost
 from benchmarks import complexity
 from benchmarks.common import markdown_table, sample_latencies_ms, write_csv
 
@@ -87,8 +88,8 @@ def test_pointwise_memory_access_cost_on_a_hand_checked_module():
         nn.Conv2d(8, 8, 1, stride=2),              # 25*8 + 9*8 + 8*8            = 336
     )
     expected = 728 + 532 + 832 + 336
-    assert complexity.pointwise_conv_mac(8, 16, 5, 5) == 728
-    assert complexity.cog_conv_mac(4, 8, 5, 5, groups=2, overlap=1) == 832
+    assert conv_memory_access_cost(8, 16, 5, 5) == 728
+    assert model[3].memory_access_cost(5, 5) == 832
     assert complexity.pointwise_memory_access(model, torch.randn(1, 8, 5, 5)) == expected
     # Reported per image: a batch of 3 gives the same number.
     assert complexity.pointwise_memory_access(model, torch.randn(3, 8, 5, 5)) == expected

@@ -8,7 +8,7 @@ import torch
 
 from heads.priors import SSDPriors, box_coder, priors_center_form
 from heads.ssd_lite import SSDLiteHead, SSDLiteOutput, postprocess_detections
-from tasks.detection import FEATURE_TAPS, DetectionTask
+from tasks.detection import FEATURE_ROLES, DetectionTask
 from tasks.ssd_loss import SSDLoss, hard_negative_mask, match_priors, pad_targets
 from tests.helpers import compose_config
 
@@ -251,7 +251,7 @@ def test_postprocess_decodes_offsets_clips_and_separates_images():
 def test_head_channels_come_from_feature_info():
     for width in (0.35, 1.0):
         task = DetectionTask({"name": "cog_e2", "width_mult": width}, num_classes=3)
-        expected = [task.backbone.feature(tap).channels for tap in FEATURE_TAPS]
+        expected = [task.backbone.feature_for(role).channels for role in FEATURE_ROLES]
         first_predictor = task.head.classification.module_list[0][0][0]
         assert first_predictor.in_channels == expected[0]
         assert task.head.extras[0][0][0].in_channels == expected[1]

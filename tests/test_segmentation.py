@@ -102,6 +102,22 @@ def test_head_rates_follow_output_stride(output_stride, rates):
     assert head.aspp.project[-1].p == pytest.approx(0.1)
 
 
+def test_thesis_cut_is_the_first_five_stages_without_dilation():
+    # Thesis section 4.5 read against Table 4.3: up to the 96-channel stage, stride 16.
+    task = SegmentationTask("mv2_e6", num_classes=21, cut="stride16")
+    assert sum(p.numel() for p in task.parameters()) == 2_181_717
+    assert task.backbone.tap_names[-1] == "stage4" and task.backbone.out_channels == 96
+    assert task.backbone.feature_for("last").stride == 16
+    assert all(m.dilation == (1, 1) for m in task.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert task.head.atrous_rates == (6, 12, 18)
+    logits = task(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 21, 64, 64)
+    # The default cut: dilated up to the 320-channel block (5,113,877 parameters for mv2_e6).
+    assert sum(p.numel() for p in SegmentationTask("mv2_e6", num_classes=21).parameters()) == 5_113_877
+    with pytest.raises(ValueError, match="unknown segmentation cut 'first5'"):
+        SegmentationTask("mv2_e6", cut="first5")
+
+
 def test_head_refuses_unsupported_output_stride():
     with pytest.raises(ValueError, match="output stride 16 or 8"):
         atrous_rates_for(32)

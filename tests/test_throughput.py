@@ -185,10 +185,10 @@ def test_batch_timer_records_every_batch_in_a_real_fit(tmp_path):
 
 
 def test_cog_impls_switch_every_layer_and_agree():
-    from backbones.channel_overlap_conv import IMPLS
+    from backbones.pointwise.cog import IMPLS
 
     model = tp.build_task_model("classification", {"name": "cog_e2", "width_mult": 0.35}, num_classes=5)
-    count = tp.set_cog_impl(model, "roll")
+    count = tp.set_pointwise_impl(model, "roll")
     assert count > 0
     impls = [m.impl for m in model.modules() if hasattr(m, "overlap")]
     assert impls == ["roll"] * count

@@ -1,4 +1,4 @@
-"""Channel-overlapping group convolution (COG): a 1x1 group conv whose groups share input chunks.
+"""``cog``: channel-overlapping group convolution, a 1x1 group conv whose groups share input chunks.
 
 The input channels are split into ``groups`` chunks x_0..x_{g-1}. Output group i sees its own
 chunk plus the next ``overlap`` chunks cyclically; for groups=4, overlap=1 the groups see
@@ -7,14 +7,26 @@ concatenation of those chunk tuples: shape (out, in * (1 + overlap) / groups, 1,
 
 torchvision has no such layer, hence this module. Several numerically equal implementations
 share the one weight tensor; ``impl`` chooses which runs.
+
+The thesis (section 4.1, Fig. 4.1) uses groups=4, overlap=1 for the expansion conv of every
+MobileNetV2 block: ``F_gp(Concat(x1, x2, x2, x3, x3, x4, x4, x1))``; its Table 4.1 compares
+overlap=2.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from errors import ConfigError
+
+from .base import PointwiseConvNormAct, PointwiseConvOp, conv_memory_access_cost, copy_memory_access_cost
+from .registry import register_pointwise
 
 IMPLS = ("concat", "roll", "dense")
 
@@ -30,7 +42,7 @@ _FASTEST_IMPL = {"cpu": "dense", "cuda": "dense"}
 _FALLBACK_IMPL = "dense"
 
 
-class ChannelOverlapConv2d(nn.Module):
+class ChannelOverlapConv2d(PointwiseConvOp):
     """1x1 channel-overlapping group convolution (see module docstring).
 
     Args:
@@ -53,17 +65,17 @@ class ChannelOverlapConv2d(nn.Module):
         impl: str = "auto",
     ) -> None:
         super().__init__()
-        if groups < 1:
-            raise ValueError(f"ChannelOverlapConv2d: groups must be >= 1, got {groups}.")
-        if not 0 <= overlap < groups:
-            raise ValueError(
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ConfigError(f"ChannelOverlapConv2d: groups must be an integer >= 1, got {groups!r}.")
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < groups:
+            raise ConfigError(
                 f"ChannelOverlapConv2d: overlap must satisfy 0 <= overlap < groups "
                 f"(a group cannot see more than all {groups} chunks), got overlap={overlap}, "
                 f"groups={groups}."
             )
         for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
             if channels % groups != 0:
-                raise ValueError(
+                raise ConfigError(
                     f"ChannelOverlapConv2d: {what}={channels} is not divisible by groups={groups}; "
                     f"use a channel count that is a multiple of {groups} or change groups."
                 )
@@ -86,7 +98,7 @@ class ChannelOverlapConv2d(nn.Module):
     @impl.setter
     def impl(self, value: str) -> None:
         if value not in IMPLS + ("auto",):
-            raise ValueError(
+            raise ConfigError(
                 f"ChannelOverlapConv2d: unknown impl {value!r}; choose one of "
                 f"{list(IMPLS + ('auto',))}."
             )
@@ -99,6 +111,20 @@ class ChannelOverlapConv2d(nn.Module):
             fan_in = self.weight.shape[1]
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
+
+    impls = IMPLS
+    reference_impl = "concat"  # the grouped conv the thesis defines: its MACs are the honest count
+
+    def set_impl(self, impl: str) -> None:
+        self.impl = impl
+
+    def memory_access_cost(self, h: int, w: int) -> int:
+        """ShuffleNetV2 MAC of the "concat" form, batch 1, in elements: gathering the
+        ``k = 1 + overlap`` chunk copies is one copy of ``k * in`` channels (read + write), then
+        a grouped 1x1 conv over those ``k * in`` channels (``conv_memory_access_cost``)."""
+        duplicated = (1 + self.overlap) * self.in_channels
+        return (copy_memory_access_cost(duplicated, h, w)
+                + conv_memory_access_cost(duplicated, self.out_channels, h, w, self.groups))
 
     def resolved_impl(self, device: torch.device) -> str:
         """The implementation that runs for inputs on ``device``."""
@@ -182,3 +208,27 @@ def channel_overlap_conv_layer(
                 f"ChannelOverlapConv2d is a pointwise conv: {what} must be {allowed}, got {value}."
             )
     return ChannelOverlapConv2d(in_channels, out_channels, groups, overlap, bias=bias, impl=impl)
+
+
+@register_pointwise("cog")
+class ChannelOverlapPointwise(PointwiseConvNormAct):
+    """ChannelOverlapConv2d(groups, overlap) -> norm -> activation (the thesis' COG expansion)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        groups: int = 4,
+        overlap: int = 1,
+        impl: str = "auto",
+        norm_layer: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d,
+        activation_layer: Optional[Callable[..., nn.Module]] = None,
+    ) -> None:
+        if isinstance(groups, int) and groups < 2:
+            raise ConfigError(f"cog needs groups >= 2 (groups=1 is a dense conv: use 'dense'), got {groups}")
+        super().__init__(
+            in_channels, out_channels, groups=groups, norm_layer=norm_layer,
+            activation_layer=activation_layer,
+            conv_layer=partial(channel_overlap_conv_layer, overlap=overlap, impl=impl),
+        )
