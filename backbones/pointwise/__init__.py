@@ -3,10 +3,14 @@
     from backbones.pointwise import list_pointwise, build_pointwise
     list_pointwise()  # ['cog', 'dense', 'group', 'group_shuffle', 'kgroup']
 
-A new layer is one module here that subclasses ``PointwiseLayer`` (usually
-``PointwiseConvNormAct``) and registers itself with ``@register_pointwise("name")``, plus its
-import below; every backbone family, fusion, export and the complexity benchmark then handle it.
+A new layer is one module in this folder that subclasses ``PointwiseLayer`` (usually
+``PointwiseConvNormAct``) and registers itself with ``@register_pointwise("name")``: every module
+here is imported (and so registered) below, and every backbone family, fusion, export, the
+complexity benchmark and the configs (``backbone.pointwise.name=...``) then handle it.
 """
+import importlib
+import pkgutil
+
 from .base import (
     PointwiseConvNormAct,
     PointwiseConvOp,
@@ -27,7 +31,10 @@ from .registry import (
     register_pointwise,
 )
 
-# Importing the layer modules registers them.
+# Importing the layer modules registers them: every module of this package.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 from .dense import DensePointwise  # noqa: E402
 from .group import GroupPointwise, GroupShufflePointwise  # noqa: E402
 from .cog import ChannelOverlapConv2d, ChannelOverlapPointwise  # noqa: E402
