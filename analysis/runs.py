@@ -38,24 +38,27 @@ class Run:
 
     @property
     def task(self) -> str:
-        return str(self.config.get("task_name") or self.choices.get("task", "?"))
+        stored = self.config.get("task_name") if self.config is not None else None
+        return str(stored or self.choices.get("task", "?"))
 
     @property
     def dataset(self) -> str:
         """The data config group chosen for the run (``data=flowers``), else its datamodule."""
         if self.choices.get("data"):
             return self.choices["data"]
+        if self.config is None:
+            return "?"
         target = str(OmegaConf.select(self.config, "data._target_", default="") or "")
         return target.rsplit(".", 1)[-1] or "?"
 
     @property
     def seed(self) -> int | None:
-        value = self.config.get("seed")
+        value = self.config.get("seed") if self.config is not None else None
         return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     @property
     def backbone(self) -> dict[str, Any]:
-        return resolved(self.config, "backbone") or {}
+        return (resolved(self.config, "backbone") or {}) if self.config is not None else {}
 
     def value(self, metric: str) -> float | None:
         if self.metrics is None:

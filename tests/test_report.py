@@ -139,6 +139,22 @@ def test_incomplete_and_diverged_runs_are_listed_and_skipped(sweep, tmp_path, ca
     assert statuses["a1"] == "used"
 
 
+def test_folders_that_are_not_usable_runs_say_why(tmp_path, capsys):
+    make_run(tmp_path / "good", "cog_e2", 1, {"test/acc": 0.6})
+    (tmp_path / "no_config").mkdir()
+    (tmp_path / "no_config" / "metrics.json").write_text(json.dumps({"metrics": {"test/acc": 0.9}}))
+    evaluation = tmp_path / "eval_run" / ".hydra"
+    evaluation.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"task_name": "eval", "seed": 42}), evaluation / "config.yaml")
+    make_run(tmp_path / "no_metric", "cog_e2", 2, {"val/acc": 0.5})
+    report = build_report([tmp_path], structure=False)
+    reasons = {run.path.name: reason for run, reason in report.skipped}
+    assert reasons == {"no_config": "no .hydra/config.yaml (cannot tell what was trained)",
+                       "eval_run": "not a train.py run (task_name=eval)",
+                       "no_metric": "metrics.json has no test/acc"}
+    assert [r.summary.n for r in report.results] == [1]
+
+
 def test_one_seed_says_there_is_no_interval(tmp_path, capsys):
     make_run(tmp_path / "m", "mv2_e2", 1, {"test/acc": 0.5})
     make_run(tmp_path / "c", "cog_e2", 1, {"test/acc": 0.6})
