@@ -63,6 +63,7 @@ def plot_pareto(results: Sequence[GroupResult], path: str | Path, title: str) ->
         if len(front) > 1:
             ax.step([points[i][0] for i in front], [points[i][1] for i in front], where="post",
                     color="grey", linestyle="--", linewidth=0.8, zorder=0)
+        ax.margins(x=0.15, y=0.1)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric_label(metric) + " (mean ± std over seeds)")

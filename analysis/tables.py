@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from analysis.grouping import expansion
 from analysis.results import Comparison, GroupResult
 from analysis.stats import Summary
 
@@ -73,8 +74,9 @@ def metric_tables(results: Sequence[GroupResult]) -> list[Table]:
         settings = list(dict.fromkeys(r.group.setting for r in task_results))
         backbones = list(dict.fromkeys(r.group.label for r in task_results))
         with_latency = any(r.latency for r in task_results)
-        block = [metric_label(metric), "95% CI", "n"] + (["ms/image"] if with_latency else []) + [
-            "params", "MMACs", "KiB"]
+        with_structure = any(r.structure or r.structure_note for r in task_results)
+        block = [metric_label(metric), "95% CI", "n"] + (["ms/image"] if with_latency else []) + (
+            ["params", "MMACs", "KiB"] if with_structure else [])
         headers = ["backbone"]
         for setting in settings:
             headers += [f"{block[0]} ({setting})", *block[1:]]
@@ -85,14 +87,17 @@ def metric_tables(results: Sequence[GroupResult]) -> list[Table]:
             row = [backbone]
             for setting in settings:
                 r = cell.get((backbone, setting))
-                row += _block_cells(r, scale, with_latency) if r else ["–"] * len(block)
+                row += _block_cells(r, scale, with_latency, with_structure) if r else ["–"] * len(block)
             rows.append(row)
-        notes = [f"{metric} over seeds: mean ± sample std, {int(task_results[0].summary.confidence * 100)}% "
-                 "Student-t interval, n runs. "
-                 + ("Percent of the stored fraction. " if scale != 1 else "")
-                 + "params / MMACs / KiB: the trained model rebuilt from its config (MACs at the "
-                   "run's input size; KiB: its fp32 state_dict saved with torch.save, BatchNorm "
-                   "statistics included, the thesis' model size)."]
+        confidence = f"{task_results[0].summary.confidence:.0%}"
+        note = (f"{metric} over seeds: mean ± sample std, {confidence} Student-t interval, n runs."
+                + (" In percent." if scale != 1 else "")
+                + (" ms/image: test/ms_per_image, mean ± std over the runs." if with_latency else ""))
+        if with_structure:
+            note += (" params / MMACs / KiB: the trained model rebuilt from its config (MACs at "
+                     "the run's input size; KiB: its fp32 state_dict saved with torch.save, "
+                     "BatchNorm statistics included, the thesis' model size).")
+        notes = [note]
         notes += [f"{r.group.label} on {r.group.setting}: structure not computed ({r.structure_note})"
                   for r in task_results if r.structure_note]
         tables.append(Table(f"{TASK_TITLES.get(task, task)} ({metric})", headers, rows, numeric,
@@ -100,12 +105,14 @@ def metric_tables(results: Sequence[GroupResult]) -> list[Table]:
     return tables
 
 
-def _block_cells(r: GroupResult, scale: float, with_latency: bool) -> list[str]:
+def _block_cells(r: GroupResult, scale: float, with_latency: bool, with_structure: bool
+                 ) -> list[str]:
     cells = [mean_std(r.summary, scale), interval(r.summary, scale), str(r.summary.n)]
     if with_latency:
         cells.append(mean_std(r.latency, 1.0) if r.latency else "–")
     st = r.structure
-    cells += [f"{st.params:,}", f"{st.macs / 1e6:,.1f}", f"{st.kib:,.0f}"] if st else ["–"] * 3
+    if with_structure:
+        cells += [f"{st.params:,}", f"{st.macs / 1e6:,.1f}", f"{st.kib:,.0f}"] if st else ["–"] * 3
     return cells
 
 
@@ -121,9 +128,11 @@ def difference_table(comparisons: Sequence[Comparison], baseline: str, candidate
              "recipe), then mean, sample std and Student-t interval of those differences."]
     for comp in comparisons:
         b, c, p = comp.baseline.group, comp.candidate.group, comp.paired
-        factor = comp.as_row()["expansion"]
+        factors = {expansion(b.backbone), expansion(c.backbone)}
+        factor = "/".join(str(f) for f in (expansion(b.backbone), expansion(c.backbone))
+                          ) if len(factors) > 1 else str(factors.pop() or "–")
         rows.append([
-            b.task, b.setting, "–" if factor is None else str(factor), b.label, c.label,
+            b.task, b.setting, factor, b.label, c.label,
             str(len(p.seeds)), mean_std(p.summary, scale) if p.summary else "–",
             interval(p.summary, scale), " ".join(map(str, p.seeds)) or "–",
         ])
