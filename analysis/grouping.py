@@ -10,9 +10,11 @@ A group is (task, dataset, backbone, recipe):
   loader workers, and logger / callback / progress settings. Runs whose recipes differ are never
   averaged together; the keys that differ label them.
 
-Configs are compared as Hydra stored them (interpolations unresolved): ``data.seed: ${seed}``
-is then the same recipe in every seed's run, and a difference in what an interpolation points
-to shows up at the key it points to.
+Values are compared resolved, so ``trainer.max_epochs: 20`` given on the command line and
+``trainer.max_epochs: ${synthetic.max_epochs}`` that resolves to 20 are the same recipe. Values
+that interpolate the seed (``data.seed: ${seed}``) or the backbone (``model.backbone:
+${backbone}``) are left to those, and a value that resolves only inside a Hydra run
+(``${hydra:...}``) is compared as stored.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ RUNTIME_LEAVES = ("num_workers", "pin_memory", "persistent_workers", "root", "de
 EXPANSION_KEYS = ("expansion", "expand_ratio", "expansion_factor")
 _EXPANSION_SUFFIX = re.compile(r"_e(\d+)$")
 ABSENT = "<absent>"
+# A stored value that interpolates the seed (data.seed: ${seed}) or the backbone
+# (model.backbone: ${backbone}): covered by the seed and the backbone identity.
+_FOLLOWS_SEED_OR_BACKBONE = re.compile(r"\$\{(seed|backbone)[.}]")
 
 
 def is_runtime_key(key: str) -> bool:
@@ -67,14 +72,28 @@ def backbone_identity(backbone: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def recipe(run: Run) -> dict[str, Any]:
-    """The flat recipe keys of a run (unresolved values as JSON text)."""
-    tree = OmegaConf.to_container(run.config, resolve=False)
-    keys = {k: v for k, v in flatten(tree).items()
-            if not is_runtime_key(k) and not is_implementation_key(k)
-            and k != "task_name" and not k.startswith("backbone.")}
+    """The flat recipe keys of a run, values resolved (as JSON text)."""
+    raw = flatten(OmegaConf.to_container(run.config, resolve=False))
+    keys = {}
+    for key, value in raw.items():
+        if (is_runtime_key(key) or is_implementation_key(key) or key == "task_name"
+                or key.startswith("backbone.") or _FOLLOWS_SEED_OR_BACKBONE.search(value)):
+            continue
+        keys[key] = _resolved_text(run, key, value)
     pretrained = run.backbone.get("pretrained")
     keys["backbone.pretrained"] = json.dumps("checkpoint" if pretrained else None)
     return keys
+
+
+def _resolved_text(run: Run, key: str, raw: str) -> str:
+    """The resolved value of ``key`` as JSON text; the stored text if it does not resolve here."""
+    try:
+        node = OmegaConf.select(run.config, key, throw_on_resolution_failure=True)
+        if OmegaConf.is_config(node):
+            node = OmegaConf.to_container(node, resolve=True)
+        return json.dumps(node, sort_keys=True, default=str)
+    except Exception:  # noqa: BLE001 - e.g. ${hydra:...}, which resolves only inside a run
+        return raw
 
 
 def family(backbone: Mapping[str, Any]) -> str:

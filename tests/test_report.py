@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from analysis.pareto import pareto_front
 from analysis.report import build_report, main, write_outputs
@@ -172,13 +172,16 @@ def test_different_recipes_are_never_averaged_and_the_keys_are_named(tmp_path):
                  overrides=("synthetic.max_epochs=5",))
         make_run(tmp_path / f"long{seed}", "cog_e2", seed, {"test/acc": 0.7},
                  overrides=("synthetic.max_epochs=20", "num_workers=0"))  # workers: not a recipe
+    # The same recipe written another way: trainer.max_epochs=20 instead of ${synthetic.max_epochs}
+    make_run(tmp_path / "long3", "cog_e2", 3, {"test/acc": 0.7}, overrides=("trainer.max_epochs=20",))
     report = build_report([tmp_path], structure=False)
     found = sorted((r.group.recipe_label, r.summary.n, round(r.summary.mean, 6))
                    for r in report.results)
-    assert found == [("synthetic.max_epochs=20", 2, 0.7), ("synthetic.max_epochs=5", 2, 0.5)]
-    assert any("2 recipes, never averaged together; they differ in synthetic.max_epochs" in note
-               for note in report.notes)
-    assert "top-1 % (synthetic [synthetic.max_epochs=5])" in report.text
+    assert found == [("synthetic.max_epochs=20, trainer.max_epochs=20", 3, 0.7),
+                     ("synthetic.max_epochs=5, trainer.max_epochs=5", 2, 0.5)]
+    assert any("2 recipes, never averaged together; they differ in synthetic.max_epochs, "
+               "trainer.max_epochs" in note for note in report.notes)
+    assert "top-1 % (synthetic [synthetic.max_epochs=5, trainer.max_epochs=5])" in report.text
 
 
 def test_backbone_config_groups_new_keys_but_not_implementation_or_weights(tmp_path):
