@@ -84,8 +84,9 @@ def build_report(paths: Sequence[str | Path], *, task: str | None = None,
     report = Report(runs=selected, skipped=skipped, groups=groups, results=results,
                     comparisons=compared, notes=notes)
     report.tables = metric_tables(results)
-    if compared:
-        report.tables.append(difference_table(compared, baseline, candidate))
+    for task_name in dict.fromkeys(c.baseline.group.task for c in compared):
+        report.tables.append(difference_table(
+            [c for c in compared if c.baseline.group.task == task_name], baseline, candidate))
     report.text = render(report, paths, fmt, metric_for)
     return report
 
