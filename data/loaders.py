@@ -31,18 +31,25 @@ def seed_augmentation_worker(worker_id: int) -> None:
     if os.environ.get("PL_SEED_WORKERS") == "1":  # seed_everything(workers=True) was called
         pl_worker_init_function(worker_id)
     info = get_worker_info()
-    dataset = info.dataset if info is not None else None
+    seed_augmentation(info.dataset if info is not None else None, torch.initial_seed())
+
+
+def seed_augmentation(dataset: Dataset | None, seed: int) -> None:
+    """Seed the albumentations pipelines of ``dataset`` (or of each part of a ConcatDataset)."""
     parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
-    seed = torch.initial_seed() % 2**32
     for part in parts:
         transform = getattr(part, "transform", None)
         if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(seed)
+            transform.set_random_seed(seed % 2**32)
 
 
 def train_loader(dataset: Dataset, batch_size: int, num_workers: int,
                  collate_fn: Callable | None = None, pin_memory: bool = True,
                  persistent_workers: bool = True, drop_last: bool = True) -> DataLoader:
+    if num_workers == 0:
+        # Augmentation then runs in this process, where a Compose built without a seed draws
+        # from OS entropy: tie it to the run's seed (seed_everything) so `seed=` decides it.
+        seed_augmentation(dataset, torch.initial_seed())
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
         collate_fn=collate_fn, pin_memory=pin_memory, drop_last=drop_last,
