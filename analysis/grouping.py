@@ -18,11 +18,13 @@ ${backbone}``) are left to those, and a value that resolves only inside a Hydra 
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -38,6 +40,7 @@ RUNTIME_LEAVES = ("num_workers", "pin_memory", "persistent_workers", "root", "de
 EXPANSION_KEYS = ("expansion", "expand_ratio", "expansion_factor")
 _EXPANSION_SUFFIX = re.compile(r"_e(\d+)$")
 ABSENT = "<absent>"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # A stored value that interpolates the seed (data.seed: ${seed}) or the backbone
 # (model.backbone: ${backbone}): covered by the seed and the backbone identity.
 _FOLLOWS_SEED_OR_BACKBONE = re.compile(r"\$\{(seed|backbone)[.}]")
@@ -83,6 +86,15 @@ def recipe(run: Run) -> dict[str, Any]:
     pretrained = run.backbone.get("pretrained")
     keys["backbone.pretrained"] = json.dumps("checkpoint" if pretrained else None)
     return keys
+
+
+@functools.lru_cache(maxsize=None)
+def backbone_defaults(name: str) -> dict[str, Any]:
+    """The flat identity keys of ``configs/backbone/<name>.yaml`` ({} for a backbone without one)."""
+    path = CONFIG_DIR / "backbone" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    return backbone_identity(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
 def _resolved_text(run: Run, key: str, raw: str) -> str:
@@ -236,7 +248,11 @@ def comparable_pairs(groups: Sequence[Group], baseline: str, candidate: str
     ignored = {"name"} | ({"pointwise"} if not by_name else {"pointwise", *EXPANSION_KEYS})
 
     def match_key(group: Group) -> tuple:
-        rest = tuple((k, v) for k, v in group.identity if k.split(".", 1)[0] not in ignored)
+        # What the run changed from its backbone's own config: mv2_e2 and cog_e2 differ in every
+        # setting that defines their families, and as configured they are the pair to compare.
+        defaults = backbone_defaults(str(group.backbone.get("name")))
+        rest = tuple((k, v) for k, v in group.identity
+                     if k.split(".", 1)[0] not in ignored and defaults.get(k, ABSENT) != v)
         factor = None if by_name else expansion(group.backbone)
         return group.task, group.dataset, group.recipe, factor, rest
 

@@ -7,7 +7,6 @@ Each distinct model is built once per report (a sweep of 60 runs has a handful o
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from analysis.runs import Run, resolved
-from benchmarks.complexity import count_macs, count_parameters, on_meta_device
+from benchmarks.complexity import count_macs, count_parameters, on_meta_device, saved_state_dict_kib
 
 # Model settings that do not change the network (training and evaluation only).
 _NOT_STRUCTURAL = ("optimizer", "scheduler", "class_names", "label_smoothing")
@@ -29,19 +28,6 @@ class Structure:
     macs: int
     kib: float
     image_size: int
-
-
-def saved_state_dict_kib(model: nn.Module) -> float:
-    """KiB that ``torch.save(model.state_dict())`` takes in fp32: the weights file, BatchNorm
-    statistics and the file's own structure included.
-
-    This is what the thesis' "Model size (KB)" column measures: MobileNetV2 e2 / e6 with 5
-    classes give 4,172 / 8,952 KiB here against its 4,180 / 8,960 (Table 5.1, Flowers).
-    """
-    state = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getbuffer().nbytes / 1024
 
 
 def input_size(run: Run) -> int | None:
