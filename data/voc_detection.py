@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from data.detection_transforms import eval_transform, train_transform
 from data.bad_files import BadFile, SampleCheck, SplitCheck, report_bad_files
 from data.check_runner import check_samples
+from data.detection_transforms import eval_transform, train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem
 from data.io import read_rgb
@@ -170,10 +170,10 @@ def _box_problem(box: tuple[float, float, float, float], width: int, height: int
                  tolerance: float) -> tuple[str | None, bool]:
     """(what is wrong with a VOC box on a ``width`` x ``height`` image, whether it gets clipped)."""
     xmin, ymin, xmax, ymax = box
-    if xmax < xmin or ymax < ymin:
-        which = " and ".join(f"{hi} {b[1]:g} < {lo} {b[0]:g}" for lo, hi, b in (
-            ("xmin", "xmax", (xmin, xmax)), ("ymin", "ymax", (ymin, ymax))) if b[1] < b[0])
-        return f"is inverted ({which})", False
+    inverted = [f"{high} {b:g} < {low} {a:g}" for low, a, high, b in
+                (("xmin", xmin, "xmax", xmax), ("ymin", ymin, "ymax", ymax)) if b < a]
+    if inverted:
+        return f"is inverted ({' and '.join(inverted)})", False
     x0, y0, x1, y1 = xmin - 1.0, ymin - 1.0, xmax, ymax  # continuous pixel coordinates
     if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
         return f"lies entirely outside the {width}x{height} image", False
