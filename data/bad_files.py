@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.check_cache import writable_cache_path
 from data.errors import BadFilesError
+from data.synthetic import MARKER_NAME as SYNTHETIC_MARKER
 from errors import DataError
 
 log = logging.getLogger("data")
@@ -23,8 +25,6 @@ log = logging.getLogger("data")
 MAX_LISTED = 50
 # The skip message shows the first few paths.
 MAX_SKIPPED_SHOWN = 5
-# Marker the synthetic generator writes into a complete dataset (data/synthetic.py).
-_SYNTHETIC_MARKER = ".synthetic_done.json"
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,10 @@ def report_bad_files(checks: Sequence[SplitCheck], dataset: str, skip: bool,
                     "(%s): %s%s", len(bad), dataset, where, per_split, shown, more)
         for check in checks:
             if check.bad and len(check.bad) == check.num_samples:
+                example = next(iter(check.bad.values()))[0]
                 raise DataError(f"Every sample of {check.name} of {dataset} at '{check.directory}' has a bad "
-                                f"file (e.g. {check.bad[next(iter(check.bad))][0].line()}); nothing is "
-                                "left to read. Fix the files or point data.root at the right dataset.")
+                                f"file (e.g. {example.line()}); nothing is left to read. Fix the files or "
+                                "point data.root at the right dataset.")
         return
     raise BadFilesError(_message(bad, dataset, directories), tuple(bad))
 
@@ -128,7 +129,7 @@ def _message(bad: list[BadFile], dataset: str, directories: list[Path]) -> str:
         shown = f"all {len(bad)} are listed in '{listing}'" if listing else "not all are shown"
         lines.append(f"  ... and {len(bad) - MAX_LISTED} more ({shown}).")
     for directory in directories:
-        if (directory / _SYNTHETIC_MARKER).is_file():
+        if (directory / SYNTHETIC_MARKER).is_file():
             lines.append(f"'{directory}' is the generated synthetic dataset: delete it and it is written "
                          "again on the next run.")
     lines.append("Fix or remove these files, or set data.skip_bad_files=true to leave their samples "
@@ -137,8 +138,6 @@ def _message(bad: list[BadFile], dataset: str, directories: list[Path]) -> str:
 
 
 def _write_listing(bad: list[BadFile], dataset_dir: Path) -> Path | None:
-    from data.check_cache import writable_cache_path
-
     path = writable_cache_path(dataset_dir, "bad-files.txt")
     if path is None:
         return None

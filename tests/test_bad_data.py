@@ -412,3 +412,14 @@ def test_a_long_list_is_cut_and_written_to_a_file(det_root, monkeypatch):
     listing = re.search(r"all 2 are listed in '([^']+)'", message).group(1)
     assert len(Path(listing).read_text().splitlines()) == 2
     assert message.count("Fix:") == 1
+
+
+def test_large_sets_log_the_check_and_its_cost(det_root, monkeypatch, caplog):
+    from data import check_runner
+
+    monkeypatch.setattr(check_runner, "PROGRESS_MIN_SAMPLES", 3)  # the fixture's trainval has 4
+    with caplog.at_level(logging.INFO, logger="data"):
+        detection(det_root).setup("fit")
+    assert "Checking the 4 sample(s) of VOC2007 trainval" in caplog.text
+    assert re.search(r"Checked 4 sample\(s\) of VOC2007 trainval in [\d.]+ s", caplog.text)
+    assert "of VOC2007 test" not in caplog.text  # 2 samples: below the threshold, no lines
