@@ -7,7 +7,16 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.image_folder import LAYOUTS, ClassificationSplit, Sample, build_classification_split
+from data.bad_files import report_bad_files
+from data.image_folder import (
+    LAYOUTS,
+    ClassificationSplit,
+    Sample,
+    build_classification_split,
+    check_image_folder,
+    dataset_name,
+    index_classification_dataset,
+)
 from data.loaders import eval_loader, train_loader
 from data.io import read_rgb
 from data.transforms import classification_eval_transform, classification_train_transform
@@ -32,7 +41,9 @@ class ImageFolderDataModule(L.LightningDataModule):
     """Flowers, Caltech-101/256 or any image folder, with a seeded per-class held-out split.
 
     The held-out split (``val_fraction`` of every class) serves as validation and test set.
-    The dataset is indexed lazily, on first use of ``num_classes``/``class_names``/``setup``.
+    The dataset is indexed lazily, on first use of ``num_classes``/``class_names``/``setup``;
+    indexing decodes every image once (cached) and reports all bad files in one
+    ``BadFilesError``, or leaves them out with ``skip_bad_files``; see ``data.bad_files``.
     """
 
     def __init__(
@@ -50,6 +61,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         top_fraction: float | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
@@ -71,8 +83,12 @@ class ImageFolderDataModule(L.LightningDataModule):
     def split(self) -> ClassificationSplit:
         if self._split is None:
             hp = self.hparams
+            index = index_classification_dataset(hp.root, hp.layout, hp.include_background, hp.include_clutter)
+            check, bad_paths = check_image_folder(index)
+            report_bad_files([check], dataset_name(hp.layout), hp.skip_bad_files)
             split = build_classification_split(
-                hp.root, hp.layout, hp.val_fraction, hp.seed, hp.top_fraction, hp.include_background, hp.include_clutter
+                hp.root, hp.layout, hp.val_fraction, hp.seed, hp.top_fraction, hp.include_background,
+                hp.include_clutter, exclude=bad_paths, index=index,
             )
             if hp.num_classes is not None and hp.num_classes != split.num_classes:
                 raise ValueError(

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from errors import DataError
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not where the configuration says; the message explains the expected layout.
@@ -39,3 +41,17 @@ def check_num_classes(num_classes: int | None, class_names, counting: str) -> No
             f"num_classes={num_classes} but {len(class_names)} class names were given "
             f"({counting}); make them agree"
         )
+
+
+class BadFilesError(DataError):
+    """Dataset files found unusable when the dataset was indexed, all reported in one message.
+
+    ``bad_files`` holds the :class:`data.bad_files.BadFile` entries (path, problem, fix).
+    """
+
+    def __init__(self, message: str, bad_files: tuple = ()) -> None:
+        super().__init__(message)
+        self.bad_files = tuple(bad_files)
+
+    def __reduce__(self):  # keep ``bad_files`` when pickled (e.g. across processes)
+        return type(self), (str(self), self.bad_files)

@@ -18,13 +18,17 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data.bad_files import BadFile, SampleCheck, SplitCheck
+from data.check_runner import check_samples
 from data.errors import DatasetNotFoundError
+from data.file_checks import image_problem
+from errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 LAYOUTS = ("imagefolder", "flowers", "caltech101", "caltech256")
@@ -149,7 +153,7 @@ def _index_class_folders(
             f"The class folders there hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).",
         )
     if empty:
-        raise ValueError(
+        raise DataError(
             f"Class folder(s) without any image under '{dataset_dir}': {', '.join(empty)}. "
             "An empty class cannot be trained or evaluated; the download is probably incomplete. "
             "Re-extract the dataset or remove those folders."
@@ -285,6 +289,44 @@ def keep_top_classes(split: ClassificationSplit, top_fraction: float) -> Classif
     )
 
 
+def dataset_name(layout: str) -> str:
+    return _DATASET_NAMES.get(layout, layout)
+
+
+def check_image_folder(index: ImageFolderIndex) -> tuple[SplitCheck, set[str]]:
+    """Check (decode) every image of ``index``, cached; returns the check and the bad sample paths."""
+    root = Path(index.root)
+    by_key = {os.path.relpath(path, root): path for path, _ in index.samples}
+
+    def check_one(key: str) -> SampleCheck:
+        _, problem = image_problem(Path(by_key[key]))
+        if problem is None:
+            return SampleCheck()
+        return SampleCheck([BadFile(by_key[key], f"image {problem}",
+                                    "replace it with the original file from the dataset archive, or delete it")])
+
+    check = check_samples([(key, (Path(path),)) for key, path in by_key.items()], check_one,
+                          dataset_dir=root, split="classification", params={"kind": "image_folder"},
+                          label=f"{root.name} images")
+    return check, {by_key[key] for key in check.bad}
+
+
+def leave_out_samples(split: ClassificationSplit, paths: Collection[str]) -> ClassificationSplit:
+    """``split`` without the samples of ``paths``; every class must keep a training image."""
+    if not paths:
+        return split
+    paths = set(paths)
+    left = ClassificationSplit(list(split.class_names), [s for s in split.train if s[0] not in paths],
+                               [s for s in split.val if s[0] not in paths])
+    emptied = [name for name, count in zip(left.class_names, left.train_class_counts) if count == 0]
+    if emptied:
+        raise DataError(
+            f"Class(es) {', '.join(emptied)} have no usable training image once the bad files are left out; "
+            "fix those files, or remove the class folder(s)."
+        )
+    return left
+
+
 def build_classification_split(
     root: str | Path,
     layout: str = "imagefolder",
@@ -293,8 +335,16 @@ def build_classification_split(
     top_fraction: float | None = None,
     include_background: bool = False,
     include_clutter: bool = True,
+    exclude: Collection[str] = (),
+    index: ImageFolderIndex | None = None,
 ) -> ClassificationSplit:
-    """Index the dataset, split it per class, optionally keep only the top classes."""
-    index = index_classification_dataset(root, layout, include_background, include_clutter)
-    split = stratified_split(index, val_fraction, seed)
+    """Index the dataset (unless ``index`` is given), split it per class, leave out the
+    ``exclude`` paths, optionally keep only the top classes.
+
+    Bad files are left out after the split, so skipping them never moves a good image between
+    the training and the held-out part.
+    """
+    if index is None:
+        index = index_classification_dataset(root, layout, include_background, include_clutter)
+    split = leave_out_samples(stratified_split(index, val_fraction, seed), exclude)
     return keep_top_classes(split, top_fraction) if top_fraction is not None else split

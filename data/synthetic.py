@@ -459,6 +459,14 @@ def write_image_folder(
     return sorted(class_names)
 
 
+def image_folder_files(root: str | Path) -> list[Path]:
+    """Every image a complete synthetic image folder at ``root`` holds, from its marker
+    (empty when there is no marker)."""
+    params = _read_marker(Path(root)) or {}
+    return [Path(root) / name / f"{index:05d}.jpg"
+            for name in params.get("class_names", []) for index in range(params.get("images_per_class", 0))]
+
+
 def prepare_synthetic_classification(
     root: str | Path,
     image_size: int = 128,

@@ -20,18 +20,23 @@ def synthetic_datamodule(
     num_classes: int,
     generator: Mapping[str, Any] | None = None,
     seed: int = 0,
+    skip_bad_files: bool = False,
     **datamodule_kwargs: Any,
 ) -> L.LightningDataModule:
     """Generate (once) and load the synthetic dataset for ``task``.
 
     ``num_classes`` is what the model is built with (object classes for detection, classes
     including background for segmentation); it must agree with what the generator writes.
+    A complete dataset is reused as it is on disk, so the datamodule's indexing checks it like
+    a real one: a file deleted or damaged since it was written is reported (with the advice to
+    delete the folder so it is written again), or skipped with ``skip_bad_files``.
     """
     from data import synthetic
 
     generator = dict(generator or {})
     root = Path(root)
-    common = {"batch_size": batch_size, "num_workers": num_workers, **datamodule_kwargs}
+    common = {"batch_size": batch_size, "num_workers": num_workers, "skip_bad_files": skip_bad_files,
+              **datamodule_kwargs}
     if task == "classification":
         from data.classification import ImageFolderDataModule
 
@@ -39,6 +44,7 @@ def synthetic_datamodule(
         # The generator may write more classes than the model sees (top_fraction keeps a subset).
         generator.setdefault("num_classes", num_classes)
         synthetic.write_image_folder(folder, seed=seed, **generator)
+        _report_missing_images(folder, skip_bad_files)
         return ImageFolderDataModule(root=str(folder), layout="imagefolder", image_size=image_size,
                                      num_classes=num_classes, **common)
     if task == "detection":
@@ -60,6 +66,20 @@ def synthetic_datamodule(
         return VOCSegmentationDataModule(root=str(folder), crop_size=image_size,
                                          class_names=class_names, **common)
     raise ValueError(f"unknown task {task!r} for the synthetic dataset; valid: {', '.join(TASKS)}")
+
+
+def _report_missing_images(folder: Path, skip: bool) -> None:
+    """An image folder is indexed from what is on disk, so a deleted image would just be absent:
+    compare with what the generator wrote instead."""
+    from data import synthetic
+    from data.bad_files import BadFile, SplitCheck, report_bad_files
+
+    expected = synthetic.image_folder_files(folder)
+    missing = [path for path in expected if not path.is_file()]
+    bad = {str(path): [BadFile(str(path), "image is missing from the complete synthetic set",
+                               f"delete '{folder}' so it is written again")] for path in missing}
+    check = SplitCheck("synthetic images", folder, bad, num_samples=len(expected))
+    report_bad_files([check], "the synthetic image folder", skip)
 
 
 def _check_classes(task: str, expected: int, written: int, what: str) -> None:

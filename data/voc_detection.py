@@ -18,10 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from data.bad_files import BadFile, SampleCheck, SplitCheck, report_bad_files
+from data.check_runner import check_samples
 from data.detection_transforms import eval_transform, train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
+from data.file_checks import image_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
+from errors import DataError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -78,44 +82,81 @@ def read_split_ids(voc_dir: Path, split: str) -> list[str]:
     return ids
 
 
-def _int_text(node: ET.Element, tag: str, default: int, where: Path) -> int:
+# Boxes that pass the image edge by at most this many pixels are clipped to the image (VOC has
+# a few off-by-one boxes); boxes further out, inverted or outside the image are reported as bad.
+BOX_EDGE_TOLERANCE_PX = 5.0
+
+
+@dataclass(frozen=True)
+class _XMLObject:
+    """An ``<object>`` as written: ``box`` is VOC's 1-based (xmin, ymin, xmax, ymax), or None
+    when ``<bndbox>`` is missing or not numeric."""
+
+    name: str
+    box: tuple[float, float, float, float] | None
+    difficult: bool
+
+
+class _UnreadableXML(Exception):
+    """An annotation file that cannot be read as VOC XML; the message says why (no path)."""
+
+
+def _int_text(node: ET.Element, tag: str, default: int) -> int:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
         return default
     try:
         return int(float(child.text))
     except ValueError as error:
-        raise ValueError(f"{where}: <{tag}> is {child.text!r}, expected a number") from error
+        raise _UnreadableXML(f"has <{tag}> {child.text!r}, expected a number") from error
+
+
+def _read_xml(path: Path) -> tuple[int, int, list[_XMLObject]]:
+    """The ``<size>`` (0 when absent) and objects of a VOC annotation; raises _UnreadableXML
+    when it is empty, not XML or not a VOC annotation."""
+    if path.stat().st_size == 0:
+        raise _UnreadableXML("is empty (0 bytes)")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as error:
+        raise _UnreadableXML(f"is not valid XML ({error})") from error
+    if root.tag != "annotation":
+        raise _UnreadableXML(f"is not a VOC annotation (its root element is <{root.tag}>, not <annotation>)")
+    size = root.find("size")
+    width = _int_text(size, "width", 0) if size is not None else 0
+    height = _int_text(size, "height", 0) if size is not None else 0
+    objects = []
+    for obj in root.iter("object"):
+        bndbox = obj.find("bndbox")
+        try:
+            box = tuple(float(bndbox.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (AttributeError, TypeError, ValueError):
+            box = None
+        objects.append(_XMLObject((obj.findtext("name") or "").strip(), box,
+                                  _int_text(obj, "difficult", 0) == 1))
+    return width, height, objects
 
 
 def parse_voc_xml(path: str | Path, class_to_label: dict[str, int]) -> VOCAnnotation:
     """Read one VOC annotation; labels are ``class_to_label[name]`` (1-based)."""
     path = Path(path)
     try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as error:
-        raise ValueError(f"cannot parse VOC annotation {path}: {error}") from error
-    size = root.find("size")
-    width = _int_text(size, "width", 0, path) if size is not None else 0
-    height = _int_text(size, "height", 0, path) if size is not None else 0
+        width, height, objects = _read_xml(path)
+    except _UnreadableXML as error:
+        raise DataError(f"VOC annotation {path} {error}") from error
     boxes, labels, difficult = [], [], []
-    for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        if name not in class_to_label:
-            raise ValueError(
-                f"{path}: object class {name!r} is not in class_names {sorted(class_to_label)}; "
+    for obj in objects:
+        if obj.name not in class_to_label:
+            raise DataError(
+                f"{path}: object class {obj.name!r} is not in class_names {sorted(class_to_label)}; "
                 "pass the dataset's class names (data.class_names)"
             )
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
-            raise ValueError(f"{path}: an object {name!r} has no <bndbox>")
-        try:
-            xmin, ymin, xmax, ymax = (float(bndbox.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: object {name!r} has a malformed <bndbox>") from error
+        if obj.box is None:
+            raise DataError(f"{path}: object {obj.name!r} has no <bndbox> with numeric xmin, ymin, xmax, ymax")
+        xmin, ymin, xmax, ymax = obj.box
         boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))
-        labels.append(class_to_label[name])
-        difficult.append(_int_text(obj, "difficult", 0, path) == 1)
+        labels.append(class_to_label[obj.name])
+        difficult.append(obj.difficult)
     return VOCAnnotation(
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         labels=np.asarray(labels, dtype=np.int64),
@@ -123,6 +164,78 @@ def parse_voc_xml(path: str | Path, class_to_label: dict[str, int]) -> VOCAnnota
         width=width,
         height=height,
     )
+
+
+def _box_problem(box: tuple[float, float, float, float], width: int, height: int,
+                 tolerance: float) -> tuple[str | None, bool]:
+    """(what is wrong with a VOC box on a ``width`` x ``height`` image, whether it gets clipped)."""
+    xmin, ymin, xmax, ymax = box
+    inverted = [f"{high} {b:g} < {low} {a:g}" for low, a, high, b in
+                (("xmin", xmin, "xmax", xmax), ("ymin", ymin, "ymax", ymax)) if b < a]
+    if inverted:
+        return f"is inverted ({' and '.join(inverted)})", False
+    x0, y0, x1, y1 = xmin - 1.0, ymin - 1.0, xmax, ymax  # continuous pixel coordinates
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        return f"lies entirely outside the {width}x{height} image", False
+    past = {"left": -x0, "top": -y0, "right": x1 - width, "bottom": y1 - height}
+    edge, distance = max(past.items(), key=lambda item: item[1])
+    if distance > tolerance:
+        return (f"runs {distance:g} px past the {edge} edge of the {width}x{height} image "
+                f"(more than the {tolerance:g} px that are clipped)"), False
+    return None, distance > 0
+
+
+def annotation_problems(path: Path, class_to_label: dict[str, int], image_size: tuple[int, int] | None,
+                        tolerance: float = BOX_EDGE_TOLERANCE_PX) -> tuple[list[str], int]:
+    """Everything wrong with one annotation, checked against its image's real size, and the
+    number of boxes that pass the edge by at most ``tolerance`` px (clipped when loaded)."""
+    try:
+        xml_width, xml_height, objects = _read_xml(path)
+    except FileNotFoundError:
+        return ["is missing"], 0
+    except _UnreadableXML as error:
+        return [str(error)], 0
+    problems = []
+    if image_size is not None and xml_width > 0 and xml_height > 0 and (xml_width, xml_height) != tuple(image_size):
+        problems.append(f"gives the image size {xml_width}x{xml_height} but the image is "
+                        f"{image_size[0]}x{image_size[1]}")
+    width, height = image_size if image_size is not None else (xml_width, xml_height)
+    clipped = 0
+    for number, obj in enumerate(objects, start=1):
+        what = f"object {number} ({obj.name!r})"
+        if obj.name not in class_to_label:
+            problems.append(f"{what} is not one of the {len(class_to_label)} class names")
+        if obj.box is None:
+            problems.append(f"{what} has no <bndbox> with numeric xmin, ymin, xmax, ymax")
+            continue
+        if width <= 0 or height <= 0:
+            continue  # no image size to check against (the image itself is reported)
+        problem, clip = _box_problem(obj.box, width, height, tolerance)
+        if problem:
+            box = ", ".join(f"{v:g}" for v in obj.box)
+            problems.append(f"{what} box ({box}) {problem}")
+        clipped += clip
+    return problems, clipped
+
+
+def check_voc_sample(voc_dir: Path, image_id: str, split: str, class_to_label: dict[str, int],
+                     tolerance: float = BOX_EDGE_TOLERANCE_PX) -> SampleCheck:
+    """Check the image and the annotation of one VOC detection sample."""
+    image_path = voc_dir / "JPEGImages" / f"{image_id}.jpg"
+    xml_path = voc_dir / "Annotations" / f"{image_id}.xml"
+    leave_out = f"remove the id {image_id} from ImageSets/Main/{split}.txt"
+    bad = []
+    size, problem = image_problem(image_path)
+    if problem:
+        bad.append(BadFile(str(image_path), f"image {problem}",
+                           f"restore the original file from the dataset archive, or {leave_out}"))
+    problems, clipped = annotation_problems(xml_path, class_to_label, size, tolerance)
+    if problems:
+        fix = "correct the annotation (boxes are 1-based pixel indices inside the image)"
+        if any("class names" in p for p in problems):
+            fix = "correct the <name>, or list the dataset's classes in data.class_names"
+        bad.append(BadFile(str(xml_path), "annotation " + "; ".join(problems), f"{fix}, or {leave_out}"))
+    return SampleCheck(bad, 0 if bad else clipped)
 
 
 class VOCDetection(Dataset):
@@ -140,9 +253,11 @@ class VOCDetection(Dataset):
         self.class_to_label = {name: i + 1 for i, name in enumerate(self.class_names)}
         self.keep_difficult = keep_difficult
         self.ids = read_split_ids(self.voc_dir, split)
-        missing = [i for i in self.ids[:1] + self.ids[-1:]
+        # Neither the first nor the last annotation: the split belongs to another folder. A few
+        # missing files are found and reported with the other bad files by ``check``.
+        missing = [i for i in dict.fromkeys(self.ids[:1] + self.ids[-1:])
                    if not (self.voc_dir / "Annotations" / f"{i}.xml").is_file()]
-        if missing:
+        if len(missing) == len(dict.fromkeys(self.ids[:1] + self.ids[-1:])):
             raise DatasetNotFoundError.describe(
                 self.voc_dir / "Annotations" / f"{missing[0]}.xml", DATASET_NAME, VOC_DETECTION_LAYOUT,
                 f"Split '{split}' lists image {missing[0]!r} but its annotation is missing.",
@@ -152,15 +267,34 @@ class VOCDetection(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def check(self, tolerance: float = BOX_EDGE_TOLERANCE_PX) -> SplitCheck:
+        """Check every image and annotation of the split (cached; see ``data.check_runner``)."""
+        samples = [(i, (self.voc_dir / "JPEGImages" / f"{i}.jpg", self.voc_dir / "Annotations" / f"{i}.xml"))
+                   for i in self.ids]
+        return check_samples(
+            samples, lambda i: check_voc_sample(self.voc_dir, i, self.split, self.class_to_label, tolerance),
+            dataset_dir=self.voc_dir, split=f"detection-{self.split}",
+            params={"kind": "voc_detection", "class_names": self.class_names, "tolerance": tolerance},
+            label=f"{self.voc_dir.name} {self.split}")
+
+    def leave_out(self, ids: set[str]) -> None:
+        """Drop the samples of ``ids`` (bad files skipped with ``skip_bad_files``)."""
+        self.ids = [i for i in self.ids if i not in ids]
+
     def annotation(self, index: int) -> VOCAnnotation:
         """The image's objects as stored (all of them, difficult ones included)."""
         return parse_voc_xml(self.voc_dir / "Annotations" / f"{self.ids[index]}.xml", self.class_to_label)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Image [H,W,3] uint8 and boxes, labels, difficult (difficult dropped unless kept)."""
+        """Image [H,W,3] uint8 and boxes, labels, difficult (difficult dropped unless kept).
+
+        Boxes are clipped to the image: indexing let through only boxes that pass its edge by
+        at most ``BOX_EDGE_TOLERANCE_PX`` (and counted them in the log)."""
         ann = self.annotation(index)
         image = read_rgb(self.voc_dir / "JPEGImages" / f"{self.ids[index]}.jpg")
         boxes, labels, difficult = ann.boxes, ann.labels, ann.difficult
+        height, width = image.shape[:2]
+        boxes = np.clip(boxes, 0, np.array([width, height, width, height], dtype=np.float32))
         if not self.keep_difficult:
             boxes, labels, difficult = boxes[~difficult], labels[~difficult], difficult[~difficult]
         return image, boxes, labels, difficult
@@ -192,7 +326,10 @@ class VOCDetectionDataModule(L.LightningDataModule):
     ``test_split`` (VOC2007 test; VOC2012 test annotations are not public).
 
     ``root`` is the folder holding ``VOCdevkit``. A missing dataset raises
-    ``DatasetNotFoundError`` here, before anything is built.
+    ``DatasetNotFoundError`` here, before anything is built. ``setup`` checks every image and
+    annotation of the splits it builds (``fit`` also checks the test split, which is read after
+    training) and reports all bad files in one ``BadFilesError``, or leaves their samples out
+    with ``skip_bad_files``; see ``data.bad_files``.
     """
 
     def __init__(
@@ -211,10 +348,12 @@ class VOCDetectionDataModule(L.LightningDataModule):
         keep_difficult_in_train: bool = False,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
         self.class_names = list(class_names)
         check_num_classes(num_classes, self.class_names, "object classes, background excluded")
+        self.skip_bad_files = bool(skip_bad_files)
         if isinstance(years, (str, int)):
             years = (years,)
         self.years = tuple(str(y) for y in years)
@@ -248,18 +387,37 @@ class VOCDetectionDataModule(L.LightningDataModule):
                             transform=eval_transform(self.image_size))
 
     def setup(self, stage: str | None = None) -> None:
+        train_parts: list[VOCDetection] = []
+        val_set = test_set = None
         if stage in (None, "fit") and self.train_set is None:
-            parts = [
+            train_parts = [
                 VOCDetection(self.year_dirs[y], self.train_split, self.class_names,
                              keep_difficult=self.keep_difficult_in_train,
                              transform=train_transform(self.image_size))
                 for y in self.years
             ]
-            self.train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = self._eval_set(self.val_split)
-        if stage in (None, "test") and self.test_set is None:
-            self.test_set = self._eval_set(self.test_split)
+            val_set = self._eval_set(self.val_split)
+        # ``fit`` checks the test split too: it is read after training, too late to learn of a bad file.
+        if stage in (None, "fit", "test") and self.test_set is None:
+            test_set = self._eval_set(self.test_split)
+        self._check([*train_parts, val_set, test_set])
+        if train_parts:
+            self.train_set = train_parts[0] if len(train_parts) == 1 else ConcatDataset(train_parts)
+        self.val_set = val_set or self.val_set
+        self.test_set = test_set or self.test_set
+
+    def _check(self, datasets: Sequence[VOCDetection | None]) -> None:
+        """Check every sample of ``datasets`` (each split once), report all bad files together
+        or leave them out."""
+        checks: dict[tuple[Path, str], SplitCheck] = {}
+        for dataset in filter(None, datasets):
+            key = (dataset.voc_dir, dataset.split)
+            if key not in checks:
+                checks[key] = dataset.check()
+        report_bad_files(list(checks.values()), DATASET_NAME, self.skip_bad_files, BOX_EDGE_TOLERANCE_PX)
+        for dataset in filter(None, datasets):
+            dataset.leave_out(checks[(dataset.voc_dir, dataset.split)].bad_keys)
 
     def _loader_options(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "num_workers": self.num_workers,

@@ -16,10 +16,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from data.bad_files import BadFile, SampleCheck, SplitCheck, report_bad_files
+from data.check_runner import check_samples
 from data.errors import DatasetNotFoundError, check_num_classes
+from data.file_checks import image_problem, mask_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
+from errors import DataError
 
 VOC_SEG_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -70,7 +74,7 @@ def read_split(voc_dir: Path, split: str) -> list[str]:
         )
     ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
     if not ids:
-        raise ValueError(f"split file {path} lists no image ids")
+        raise DataError(f"split file {path} lists no image ids")
     return ids
 
 
@@ -80,17 +84,38 @@ def read_mask(path: Path) -> np.ndarray:
         if image.mode in ("P", "L"):
             return np.array(image)
         if image.mode in ("RGB", "RGBA"):
-            raise ValueError(
+            raise DataError(
                 f"{path} is an {image.mode} colour mask; segmentation masks must hold class indices "
                 "(palette 'P' PNGs as in VOC2012 SegmentationClass, or 8-bit 'L' PNGs as in "
                 "SegmentationClassAug). Convert the colours to VOC class indices (0-20, 255 ignore) "
                 "and save as a palette or grey PNG."
             )
-        raise ValueError(f"{path}: unsupported mask mode {image.mode!r}; expected 'P' or 'L' index PNGs")
+        raise DataError(f"{path}: unsupported mask mode {image.mode!r}; expected 'P' or 'L' index PNGs")
+
+
+def check_segmentation_sample(image_path: Path, mask_path: Path, leave_out: str, num_classes: int,
+                              ignore_index: int) -> SampleCheck:
+    """Check one image and its mask (readable, index mode, same size, class ids in range)."""
+    bad = []
+    size, problem = image_problem(image_path)
+    if problem:
+        bad.append(BadFile(str(image_path), f"image {problem}",
+                           f"restore the original file from the dataset archive, or {leave_out}"))
+    problem = mask_problem(mask_path, size, num_classes, ignore_index)
+    if problem:
+        bad.append(BadFile(str(mask_path), f"mask {problem}",
+                           f"replace it with a class-index mask of its image's size (palette 'P' or 8-bit "
+                           f"'L' PNG, values 0..{num_classes - 1}, {ignore_index} = ignore), or {leave_out}"))
+    return SampleCheck(bad)
 
 
 class VOCSegmentation(Dataset):
-    """``(image [3,H,W] float, mask [H,W] long)`` pairs of one split; 255 = ignore."""
+    """``(image [3,H,W] float, mask [H,W] long)`` pairs of one split; 255 = ignore.
+
+    A file the split lists but that is missing raises ``DatasetNotFoundError`` here, unless
+    ``require_files=False``: the datamodule then reports it with the other bad files found by
+    :meth:`check`.
+    """
 
     def __init__(
         self,
@@ -100,14 +125,16 @@ class VOCSegmentation(Dataset):
         transform: Callable | None = None,
         num_classes: int = len(VOC_SEG_CLASSES),
         ignore_index: int = IGNORE_INDEX,
+        require_files: bool = True,
     ) -> None:
         self.voc_dir = Path(voc_dir)
         self.split = split
+        self.mask_dir = mask_dir
         self.ids = read_split(self.voc_dir, split)
         self.image_paths = [self.voc_dir / "JPEGImages" / f"{i}.jpg" for i in self.ids]
         self.mask_paths = [self.voc_dir / mask_dir / f"{i}.png" for i in self.ids]
         missing = [p for pair in zip(self.image_paths, self.mask_paths) for p in pair if not p.is_file()]
-        if missing:
+        if missing and (require_files or len(missing) == 2 * len(self.ids)):
             shown = "\n  ".join(str(p) for p in missing[:5])
             raise DatasetNotFoundError.describe(
                 missing[0], "PASCAL VOC2012 segmentation", VOC2012_LAYOUT,
@@ -120,19 +147,40 @@ class VOCSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def check(self) -> SplitCheck:
+        """Check every image and mask of the split (cached; see ``data.check_runner``)."""
+        paths = dict(zip(self.ids, zip(self.image_paths, self.mask_paths)))
+
+        def check_one(image_id: str) -> SampleCheck:
+            leave_out = f"remove the id {image_id} from ImageSets/Segmentation/{self.split}.txt"
+            return check_segmentation_sample(*paths[image_id], leave_out, self.num_classes, self.ignore_index)
+
+        return check_samples(
+            list(paths.items()), check_one,
+            dataset_dir=self.voc_dir, split=f"segmentation-{self.split}-{self.mask_dir}",
+            params={"kind": "voc_segmentation", "num_classes": self.num_classes, "ignore_index": self.ignore_index},
+            label=f"{self.voc_dir.name} {self.split} ({self.mask_dir})")
+
+    def leave_out(self, ids: set[str]) -> None:
+        """Drop the samples of ``ids`` (bad files skipped with ``skip_bad_files``)."""
+        keep = [n for n, i in enumerate(self.ids) if i not in ids]
+        self.ids = [self.ids[n] for n in keep]
+        self.image_paths = [self.image_paths[n] for n in keep]
+        self.mask_paths = [self.mask_paths[n] for n in keep]
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image [H,W,3] uint8 and mask [H,W] uint8 as stored, checked for size and class ids."""
         image = read_rgb(self.image_paths[index])
         mask = read_mask(self.mask_paths[index])
         if image.shape[:2] != mask.shape:
-            raise ValueError(
+            raise DataError(
                 f"image {self.image_paths[index]} is {image.shape[1]}x{image.shape[0]} but its mask "
                 f"{self.mask_paths[index]} is {mask.shape[1]}x{mask.shape[0]}"
             )
         labelled = mask[mask != self.ignore_index]
         if labelled.size and labelled.max() >= self.num_classes:
             bad = sorted(set(np.unique(labelled[labelled >= self.num_classes]).tolist()))
-            raise ValueError(
+            raise DataError(
                 f"mask {self.mask_paths[index]} holds class ids {bad}, outside 0..{self.num_classes - 1} "
                 f"(and {self.ignore_index} = ignore); check num_classes/class_names for this dataset"
             )
@@ -166,6 +214,9 @@ class VOCSegmentationDataModule(L.LightningDataModule):
     VOC2012 test masks are not public, so ``test_split`` defaults to ``val_split``.
     ``use_sbd_aug`` trains on the ``SegmentationClassAug`` masks; a ``train_split`` left at
     "train" then means ``train_aug``. Validation always reads ``SegmentationClass``.
+    Building a split checks each of its images and masks; ``setup("fit")`` builds (and checks)
+    train, val and test, and reports all bad files in one ``BadFilesError``, or leaves their
+    samples out with ``skip_bad_files``; see ``data.bad_files``.
     """
 
     def __init__(
@@ -185,10 +236,12 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         ignore_index: int = IGNORE_INDEX,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
         self.class_names = list(class_names)
         check_num_classes(num_classes, self.class_names, "background included")
+        self.skip_bad_files = bool(skip_bad_files)
         if use_sbd_aug and train_split == "train":
             train_split = SBD_TRAIN_SPLIT
         self.root = Path(root)
@@ -209,35 +262,51 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def dataset(self, stage: str) -> VOCSegmentation:
-        """The dataset of ``stage`` (train|val|test), built on first use."""
-        if stage not in self.datasets:
-            if stage == "train":
-                split, transform = self.train_split, train_transform(
-                    self.crop_size, self.scale_range, self.ignore_index)
-            elif stage in ("val", "test"):
-                split = self.val_split if stage == "val" else self.test_split
-                transform = eval_transform(self.val_size, self.ignore_index)
-            else:
-                raise ValueError(f"stage must be train, val or test, got {stage!r}")
-            mask_dir = SBD_MASK_DIR if stage == "train" and self.use_sbd_aug else MASK_DIR
-            self.datasets[stage] = VOCSegmentation(
-                self.voc_dir, split, mask_dir, transform, self.num_classes, self.ignore_index)
+        """The dataset of ``stage`` (train|val|test), built and checked on first use."""
+        self._build([stage])
         return self.datasets[stage]
 
+    def _new_dataset(self, stage: str) -> VOCSegmentation:
+        if stage == "train":
+            split, transform = self.train_split, train_transform(self.crop_size, self.scale_range, self.ignore_index)
+        elif stage in ("val", "test"):
+            split = self.val_split if stage == "val" else self.test_split
+            transform = eval_transform(self.val_size, self.ignore_index)
+        else:
+            raise ValueError(f"stage must be train, val or test, got {stage!r}")
+        mask_dir = SBD_MASK_DIR if stage == "train" and self.use_sbd_aug else MASK_DIR
+        return VOCSegmentation(self.voc_dir, split, mask_dir, transform, self.num_classes, self.ignore_index,
+                               require_files=False)
+
+    def _build(self, stages: list[str]) -> None:
+        """Build the datasets of ``stages`` not built yet, check all their files (each split
+        once) and report every bad file together, or leave them out with ``skip_bad_files``."""
+        new = {stage: self._new_dataset(stage) for stage in dict.fromkeys(stages) if stage not in self.datasets}
+        if not new:
+            return
+        checks: dict[tuple[str, str], SplitCheck] = {}
+        for dataset in new.values():
+            key = (dataset.split, dataset.mask_dir)
+            if key not in checks:
+                checks[key] = dataset.check()
+        report_bad_files(list(checks.values()), "PASCAL VOC2012 segmentation", self.skip_bad_files)
+        for dataset in new.values():
+            dataset.leave_out(checks[(dataset.split, dataset.mask_dir)].bad_keys)
+        self.datasets.update(new)
+
     def setup(self, stage: str | None = None) -> None:
+        # ``fit`` checks the test split too: it is read after training, too late to learn of a bad file.
+        stages = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"]}
+        self._build(stages.get(stage, ["train", "val", "test"]))
         if stage in (None, "fit"):
             train, val = self.dataset("train"), self.dataset("val")
             leaked = set(train.ids) & set(val.ids)
             if leaked:
-                raise ValueError(
+                raise DataError(
                     f"{len(leaked)} image(s) of split '{self.val_split}' are also in the training split "
                     f"'{self.train_split}' (e.g. {sorted(leaked)[:3]}); use a training list without "
                     "the validation images (the usual train_aug.txt excludes VOC2012 val)"
                 )
-        if stage in (None, "validate"):
-            self.dataset("val")
-        if stage in (None, "test"):
-            self.dataset("test")
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
