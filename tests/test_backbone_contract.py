@@ -7,6 +7,7 @@ from torch import nn
 from backbones import ROLES, create_backbone, fuse_for_inference, list_backbones, list_pointwise
 from backbones.base import EXPANSION, Backbone
 from backbones.pointwise import PointwiseLayer
+from tests.helpers import randomize_batchnorm
 
 # Tasks are stepped without a Trainer here; their self.log calls only warn.
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
@@ -14,17 +15,6 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)
 SIZE = 64
 OUTPUT_STRIDES = (32, 16, 8)
 
-
-def randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-    return module
 
 
 @pytest.mark.parametrize("output_stride", OUTPUT_STRIDES)

@@ -15,6 +15,7 @@ from backbones import (
 )
 from backbones.inverted_residual import InvertedResidual
 from errors import ConfigError, ConfigTypeError
+from tests.helpers import randomize_batchnorm
 
 MOBILENET_V2_NAMES = ["mv2_e2", "mv2_e4", "mv2_e6", "cog_e2", "cog_e4", "cog_e6"]
 
@@ -33,16 +34,6 @@ def classifier_head(channels: int) -> nn.Module:
 def classify(backbone, head, x):
     return head(torch.flatten(nn.functional.adaptive_avg_pool2d(backbone(x), 1), 1))
 
-
-def randomize_batchnorm(module: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
 
 
 def expected_taps(width_mult, expand_ratio, output_stride):

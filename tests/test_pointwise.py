@@ -16,6 +16,7 @@ from backbones.pointwise import (
 )
 from backbones.pointwise.kgroup import kgroup_groups
 from errors import ConfigError, ConfigTypeError
+from tests.helpers import randomize_batchnorm
 
 # (name, options, in_channels, out_channels)
 CASES = [
@@ -33,17 +34,6 @@ CASES = [
     ("kgroup", {"min_channels_per_group": 16}, 8, 16),   # G=1: a dense conv
 ]
 
-
-def randomize(layer: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in layer.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g, dtype=m.running_mean.dtype) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g, dtype=m.running_var.dtype) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g, dtype=m.weight.dtype) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g, dtype=m.bias.dtype) - 0.5)
-    return layer.eval()
 
 
 def bn(x, norm):
@@ -109,7 +99,7 @@ def reference(name, options, layer, x):
 def build(name, options, cin, cout):
     torch.manual_seed(0)
     layer = build_pointwise({"name": name, **options}, cin, cout, activation_layer=nn.ReLU6)
-    return randomize(layer.double())
+    return randomize_batchnorm(layer.double()).eval()
 
 
 def test_registry_lists_the_five_layers():

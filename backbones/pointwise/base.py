@@ -184,8 +184,8 @@ class PointwiseConvNormAct(ConvNormActivation, PointwiseLayer):
     """``conv (1x1) -> norm -> activation [-> post]``, torchvision's Conv2dNormActivation layout.
 
     ``conv_layer(in_channels, out_channels, kernel_size, stride, padding, dilation=, groups=,
-    bias=)`` builds the conv (an ``nn.Conv2d`` or a ``PointwiseConvOp``); ``post`` modules (e.g. a
-    channel shuffle) follow the activation.
+    bias=)`` builds the conv (an ``nn.Conv2d`` or a ``PointwiseConvOp``). Subclasses may append
+    modules after the activation (a channel shuffle).
     """
 
     def __init__(
@@ -198,7 +198,6 @@ class PointwiseConvNormAct(ConvNormActivation, PointwiseLayer):
         activation_layer: Optional[Callable[..., nn.Module]] = None,
         conv_layer: Callable[..., nn.Module] = nn.Conv2d,
         bias: Optional[bool] = None,
-        post: tuple[nn.Module, ...] = (),
     ) -> None:
         # In-place where the activation can (ReLU6, SiLU), as torchvision; Sigmoid cannot.
         inplace = True if activation_layer is not None and "inplace" in _parameters(activation_layer) else None
@@ -207,8 +206,6 @@ class PointwiseConvNormAct(ConvNormActivation, PointwiseLayer):
             norm_layer=norm_layer, activation_layer=activation_layer, conv_layer=conv_layer,
             bias=bias, inplace=inplace,
         )
-        for module in post:
-            self.append(module)
         self.in_channels = in_channels
         self.out_channels = out_channels
 

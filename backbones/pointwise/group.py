@@ -48,8 +48,8 @@ class GroupPointwise(PointwiseConvNormAct):
 
 
 @register_pointwise("group_shuffle")
-class GroupShufflePointwise(PointwiseConvNormAct):
-    """Grouped 1x1 conv -> norm -> activation -> ``nn.ChannelShuffle(groups)``."""
+class GroupShufflePointwise(GroupPointwise):
+    """Grouped 1x1 conv (``groups``) -> norm -> activation -> ``nn.ChannelShuffle(groups)``."""
 
     def __init__(
         self,
@@ -60,6 +60,6 @@ class GroupShufflePointwise(PointwiseConvNormAct):
         norm_layer: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d,
         activation_layer: Optional[Callable[..., nn.Module]] = None,
     ) -> None:
-        check_groups(in_channels, out_channels, groups)
         super().__init__(in_channels, out_channels, groups=groups, norm_layer=norm_layer,
-                         activation_layer=activation_layer, post=(nn.ChannelShuffle(groups),))
+                         activation_layer=activation_layer)
+        self.append(nn.ChannelShuffle(groups))
