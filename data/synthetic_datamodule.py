@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 
 TASKS = ("classification", "detection", "segmentation")
+# On-disk formats the classification set can be written in (read by the datamodule of that dataset).
+CLASSIFICATION_FORMATS = ("imagefolder", "cifar10")
 
 
 def synthetic_datamodule(
@@ -20,18 +22,33 @@ def synthetic_datamodule(
     num_classes: int,
     generator: Mapping[str, Any] | None = None,
     seed: int = 0,
+    format: str | None = None,
     **datamodule_kwargs: Any,
 ) -> L.LightningDataModule:
     """Generate (once) and load the synthetic dataset for ``task``.
 
     ``num_classes`` is what the model is built with (object classes for detection, classes
     including background for segmentation); it must agree with what the generator writes.
+    ``format`` (classification only): "imagefolder" (default; Flowers / Caltech style) or
+    "cifar10" (CIFAR-10's python pickle batches, read by ``data.cifar.CIFAR10DataModule``).
     """
     from data import synthetic
 
     generator = dict(generator or {})
     root = Path(root)
     common = {"batch_size": batch_size, "num_workers": num_workers, **datamodule_kwargs}
+    if format is not None and (task != "classification" or format not in CLASSIFICATION_FORMATS):
+        raise ValueError(f"synthetic format {format!r} is not available for {task}; classification "
+                         f"takes one of {CLASSIFICATION_FORMATS}, the other tasks null")
+    if task == "classification" and format == "cifar10":
+        from data.cifar import CIFAR10DataModule
+
+        folder = root / "cifar10"
+        generator.setdefault("num_classes", num_classes)
+        synthetic.write_cifar10(folder, seed=seed, **generator)
+        # Not the official files: their MD5 sums cannot match.
+        return CIFAR10DataModule(root=str(folder), image_size=image_size, num_classes=num_classes,
+                                 verify_checksums=False, **common)
     if task == "classification":
         from data.classification import ImageFolderDataModule
 
