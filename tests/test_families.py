@@ -426,3 +426,25 @@ def test_fast_dev_run_of_each_task(tmp_path, synthetic_dir, task, name):
     cfg = compose_config("train", [f"backbone={name}", *run_overrides(task, synthetic_dir)], tmp_path)
     metrics = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics
+
+
+# --------------------------------------------------------------------------- ONNX export
+def test_reshape_channel_shuffle_is_channel_shuffle():
+    from deploy.export import ReshapeChannelShuffle
+
+    x = torch.randn(2, 24, 3, 5)
+    for groups in (2, 3, 6):
+        assert torch.equal(ReshapeChannelShuffle(groups)(x), nn.ChannelShuffle(groups)(x))
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_kgroup_families_export_to_onnx(tmp_path, fuse):
+    """kgroup's interleave (a channel shuffle) exports; onnxruntime reproduces PyTorch."""
+    from deploy.export import export_onnx
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(ClassificationTask(backbone={"name": "keffnet_b0", "width_mult": 0.5},
+                                                   num_classes=10))
+    report = export_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "keffnet.onnx", fuse=fuse)
+    assert report.max_abs_diff["logits"] <= report.tolerance["logits"]
+    assert any(isinstance(m, nn.ChannelShuffle) for m in model.modules())  # the model is left as it was
