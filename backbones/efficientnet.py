@@ -19,7 +19,7 @@ stage1(1), stage2(3), stage3(5), stage4(8), stage5(11, 112 ch, role "stride16"),
 first C5 block), stage6(15), stage7(16, 320 ch, role "body"), top_conv(17, 1280 ch).
 
 Pointwise conv roles for ``pointwise_at``: "expand", "project", "last" (the 320 -> 1280 conv);
-the squeeze-excitation convs take ``se_pointwise``. Their widths (block input / 4: 2 to 48
+the squeeze-excitation convs take ``se_pointwise``. Their widths (block input / 4: 4 to 48
 channels at width 1) suit few group layers, so they are configured apart.
 """
 from __future__ import annotations
