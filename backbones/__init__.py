@@ -1,9 +1,14 @@
 """Backbones: a registry of families built on one contract (``backbones.base.Backbone``), the
 pointwise-layer registry (``backbones.pointwise``), weight loading and inference fusion."""
 from . import mobilenet_v2 as _mobilenet_v2  # noqa: F401  (registers mv2_eX / cog_eX)
+from . import mobilenet_v1 as _mobilenet_v1  # noqa: F401  (registers mobilenet_v1 / gpc_mobilenet_N)
+from . import efficientnet as _efficientnet  # noqa: F401  (registers efficientnet_b0 / keffnet_b0)
 from .base import ROLES, Backbone, FeatureInfo, plan_strides
 from .fuse import fuse_for_inference
+from .efficientnet import EfficientNetBackbone
 from .inverted_residual import InvertedResidual
+from .mbconv import MBConv
+from .mobilenet_v1 import MobileNetV1Backbone
 from .mobilenet_v2 import MobileNetV2Backbone
 from .pointwise import (
     ChannelOverlapConv2d,
@@ -14,19 +19,23 @@ from .pointwise import (
 )
 from .pretrained import LoadReport, load_backbone_weights
 from .registry import backbone_overrides, create_backbone, list_backbones, register_backbone
-from .torchvision_convert import convert_torchvision_mobilenet_v2
+from .torchvision_convert import convert_torchvision_efficientnet_b0, convert_torchvision_mobilenet_v2
 
 __all__ = [
     "Backbone",
     "ChannelOverlapConv2d",
+    "EfficientNetBackbone",
     "FeatureInfo",
     "InvertedResidual",
     "LoadReport",
+    "MBConv",
+    "MobileNetV1Backbone",
     "MobileNetV2Backbone",
     "PointwiseLayer",
     "ROLES",
     "backbone_overrides",
     "build_pointwise",
+    "convert_torchvision_efficientnet_b0",
     "convert_torchvision_mobilenet_v2",
     "create_backbone",
     "fuse_for_inference",

@@ -1,4 +1,5 @@
-"""Loading backbone weights from any task checkpoint of this suite or torchvision's mobilenet_v2."""
+"""Loading backbone weights from any task checkpoint of this suite or torchvision's mobilenet_v2 /
+efficientnet_b0."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,12 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .torchvision_convert import convert_torchvision_mobilenet_v2, is_torchvision_mobilenet_v2
+from .torchvision_convert import (
+    convert_torchvision_efficientnet_b0,
+    convert_torchvision_mobilenet_v2,
+    is_torchvision_efficientnet,
+    is_torchvision_mobilenet_v2,
+)
 
 log = logging.getLogger("backbones")
 
@@ -37,7 +43,7 @@ def load_backbone_weights(
 
     ``path`` may hold (a) a Lightning checkpoint of any task here (``state_dict`` keys
     ``backbone.*``, name in ``hyper_parameters["backbone"]``), (b) a torchvision mobilenet_v2
-    state dict (fits mv2_e6), or (c) a plain backbone state dict. Every tensor of ``backbone``
+    state dict (fits mv2_e6) or efficientnet_b0 state dict (fits efficientnet_b0), or (c) a plain backbone state dict. Every tensor of ``backbone``
     must be present with the same shape; extra checkpoint tensors are ignored and reported.
     With ``strict_arch`` the backbone name recorded in the checkpoint (if any) must also equal
     ``backbone.name``, even when the shapes match. Output stride does not matter: dilation changes no weights.
@@ -105,6 +111,9 @@ def _backbone_weights(obj: object, path: Path) -> tuple[str, Optional[str], dict
     if is_torchvision_mobilenet_v2(obj):
         # torchvision's mobilenet_v2 is exactly mv2_e6.
         return "torchvision", "mv2_e6", _tensors(convert_torchvision_mobilenet_v2(obj)[0], path)
+    if is_torchvision_efficientnet(obj):
+        # torchvision's efficientnet_b0 is exactly efficientnet_b0 (other sizes report mismatches).
+        return "torchvision", "efficientnet_b0", _tensors(convert_torchvision_efficientnet_b0(obj)[0], path)
     if any(k.startswith(BACKBONE_PREFIX) for k in obj):  # a task model's state_dict()
         return "state_dict", None, _tensors(_strip_prefix(obj), path)
     return "state_dict", None, _tensors(dict(obj), path)

@@ -8,7 +8,11 @@ from typing import Any
 
 import lightning as L
 
+from errors import ConfigError
+
 TASKS = ("classification", "detection", "segmentation")
+# On-disk formats the classification set can be written in (read by the datamodule of that dataset).
+CLASSIFICATION_FORMATS = ("imagefolder", "cifar10")
 
 
 def synthetic_datamodule(
@@ -20,6 +24,7 @@ def synthetic_datamodule(
     num_classes: int,
     generator: Mapping[str, Any] | None = None,
     seed: int = 0,
+    format: str | None = None,
     skip_bad_files: bool = False,
     **datamodule_kwargs: Any,
 ) -> L.LightningDataModule:
@@ -30,13 +35,28 @@ def synthetic_datamodule(
     A complete dataset is reused as it is on disk, so the datamodule's indexing checks it like
     a real one: a file deleted or damaged since it was written is reported (with the advice to
     delete the folder so it is written again), or skipped with ``skip_bad_files``.
+    ``format`` (classification only): "imagefolder" (default; Flowers / Caltech style) or
+    "cifar10" (CIFAR-10's python pickle batches, read by ``data.cifar.CIFAR10DataModule``).
     """
     from data import synthetic
 
     generator = dict(generator or {})
     root = Path(root)
-    common = {"batch_size": batch_size, "num_workers": num_workers, "skip_bad_files": skip_bad_files,
-              **datamodule_kwargs}
+    common = {"batch_size": batch_size, "num_workers": num_workers, **datamodule_kwargs}
+    if format is not None and (task != "classification" or format not in CLASSIFICATION_FORMATS):
+        raise ConfigError(f"synthetic format {format!r} is not available for {task}; classification "
+                         f"takes one of {CLASSIFICATION_FORMATS}, the other tasks null")
+    if task == "classification" and format == "cifar10":
+        from data.cifar import CIFAR10DataModule
+
+        folder = root / "cifar10"
+        generator.setdefault("num_classes", num_classes)
+        synthetic.write_cifar10(folder, seed=seed, **generator)
+        # Not the official files: their MD5 sums cannot match.
+        # The pickle batches are checked as a whole (they load or not): no per-file skipping.
+        return CIFAR10DataModule(root=str(folder), image_size=image_size, num_classes=num_classes,
+                                 verify_checksums=False, **common)
+    common["skip_bad_files"] = skip_bad_files
     if task == "classification":
         from data.classification import ImageFolderDataModule
 

@@ -21,6 +21,9 @@ Without it, pointwise layers with several implementations are exported in their 
 (COG: the grouped "concat" form; its block-sparse "dense" form builds its weight with an indexed
 write that ONNX export does not support).
 
+Channel shuffles (``group_shuffle``, ``kgroup``'s interleave) are exported as reshape -> transpose
+-> reshape: the exporter has no symbolic for ``aten::channel_shuffle``.
+
 Check: the ONNX model runs in onnxruntime on a seeded random batch of 2 and each output is
 compared with the original (unfused) PyTorch model's. It passes when
 ``max|onnx - torch| <= 1e-3 * max(1, max|torch|)`` (1e-3 relative to the output's scale);
@@ -32,6 +35,7 @@ exporter needs the extra ``onnxscript`` package.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import warnings
 from collections.abc import Sequence
@@ -78,6 +82,32 @@ class ExportReport:
 
 
 # --------------------------------------------------------------------------- exportable modules
+class ReshapeChannelShuffle(nn.Module):
+    """``nn.ChannelShuffle(groups)`` as reshape -> transpose -> reshape (ShuffleNet's own
+    formulation): the same permutation, in operations the TorchScript ONNX exporter supports."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels, height, width = x.shape[1:]
+        x = x.reshape(-1, self.groups, channels // self.groups, height, width).transpose(1, 2)
+        return x.reshape(-1, channels, height, width)
+
+
+def with_exportable_shuffles(model: nn.Module) -> nn.Module:
+    """``model``, or a copy of it with every ``nn.ChannelShuffle`` a ``ReshapeChannelShuffle``."""
+    if not any(isinstance(m, nn.ChannelShuffle) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ChannelShuffle):
+                setattr(parent, name, ReshapeChannelShuffle(child.groups))
+    return model
+
+
 class SSDLiteExport(nn.Module):
     """An SSD-Lite detector's network without post-processing, returning plain tensors.
 
@@ -163,6 +193,7 @@ def export_onnx(
     try:
         original, names = exportable(model, example, decode_boxes)
         deployed = exportable(fuse_for_inference(model), example, decode_boxes)[0] if fuse else original
+        deployed = with_exportable_shuffles(deployed)
         with using_impl(deployed, "reference"), torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

@@ -1,8 +1,9 @@
 """SSD-Lite head (MobileNetV2 paper, ``mb2-ssd-lite``): extra layers, class/box predictors, priors.
 
-Detection features: two backbone taps (``stage5_expand`` at stride 16 and ``last_conv`` at
-stride 32), then four extra layers (1x1 to half the channels, depthwise 3x3 stride 2, 1x1 to the
-output channels, each with BN + ReLU6), six maps in all. Class and box predictors are separable
+Detection features: two backbone taps (roles ``stride16_expansion`` at stride 16 and ``last`` at
+stride 32; MobileNetV2: ``stage5_expand`` and ``last_conv``, other families: docs/families.md),
+then four extra layers (1x1 to half the channels, depthwise 3x3 stride 2, 1x1 to the output
+channels, each with BN + ReLU6), six maps in all. Class and box predictors are separable
 convs (depthwise 3x3 + BN + ReLU6, then a 1x1 conv) on every map but the last, which gets a plain
 1x1 conv as in mb2-ssd-lite (its map is 1x1, so a 3x3 depthwise would only see padding).
 """

@@ -14,7 +14,7 @@ from tasks.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SUITE_KEY = "cogsuite"  # marks checkpoints written by this suite (see on_save_checkpoint)
 
 
@@ -67,13 +67,20 @@ def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, A
 
 
 def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
-                    weight_decay: float = 0.01, momentum: float = 0.9,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+                    weight_decay: float = 0.01, momentum: float | None = None,
+                    betas: tuple[float, float] = (0.9, 0.999), alpha: float = 0.99,
+                    eps: float = 1e-8) -> torch.optim.Optimizer:
+    """``momentum``: SGD's (default 0.9) or RMSprop's (default 0); ``alpha`` / ``eps``: RMSprop's
+    smoothing constant and denominator term (torch defaults 0.99 / 1e-8; the Keras RMSprop that
+    seeds 002 and 004 trained with: alpha 0.9 (its rho), eps 1e-7)."""
     groups = parameter_groups(module, weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9 if momentum is None else momentum, nesterov=False)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, alpha=alpha, eps=eps,
+                                   momentum=0.0 if momentum is None else momentum)
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 

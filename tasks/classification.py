@@ -14,14 +14,20 @@ from heads.classification import ClassificationHead
 from tasks.base import TaskBase, build_backbone
 
 
+DEFAULT_DROPOUT = 0.2  # torchvision's MobileNetV2 classifier
+
+
 class ClassificationTask(TaskBase):
+    """Backbone -> ClassificationHead. ``dropout=None`` takes the backbone's
+    ``default_classifier_dropout`` (0.2 for families that do not set one)."""
+
     task_name = "classification"
 
     def __init__(
         self,
         backbone: str | Mapping[str, Any] = "cog_e2",
         num_classes: int = 1000,
-        dropout: float = 0.2,
+        dropout: float | None = None,
         label_smoothing: float = 0.0,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -34,7 +40,10 @@ class ClassificationTask(TaskBase):
             scheduler = {"name": "cosine", "min_lr_factor": 0.01}
         self.save_hyperparameters()
         self.backbone = build_backbone(backbone)
-        self.head = ClassificationHead(self.backbone.out_channels, num_classes, dropout)
+        if dropout is None:  # the family's own classifier dropout (MobileNetV2: 0.2, MobileNetV1: 1e-3)
+            dropout = getattr(self.backbone, "default_classifier_dropout", DEFAULT_DROPOUT)
+        self.head = ClassificationHead(self.backbone.out_channels, num_classes, dropout,
+                                       init=getattr(self.backbone, "classifier_init", "normal"))
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
 
         top5 = {"acc_top5": MulticlassAccuracy(num_classes, top_k=5)} if num_classes > 5 else {}

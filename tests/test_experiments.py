@@ -68,15 +68,20 @@ def test_every_experiment_composes_and_builds_its_model(tmp_path):
 
 
 def representative(experiments: list[str]) -> list[str]:
-    """One fast_dev_run per thesis table and dataset (the other rows of a table differ only in the
-    backbone, which test_every_experiment_composes_and_builds_its_model and the backbone tests
-    cover), plus every experiment that is not a table row."""
+    """One fast_dev_run per table and dataset of each source folder (thesis/, gpcmobilenet/, ...;
+    the other rows of a table differ only in the backbone, which
+    test_every_experiment_composes_and_builds_its_model and the backbone tests cover), plus every
+    experiment that is not a table row (the top-level recipes)."""
+    from backbones import list_backbones
+
+    names = sorted(list_backbones(), key=len, reverse=True)  # longest first: gpc_mobilenet_16 before ...
     chosen, seen = [], set()
     for experiment in experiments:
-        if not experiment.startswith("thesis/"):
+        if "/" not in experiment:
             chosen.append(experiment)
             continue
-        table_and_data = re.sub(r"_(mv2|cog)_e\d.*$", "", experiment)
+        table_and_data = next((experiment[:experiment.index(f"_{n}")] for n in names if f"_{n}" in experiment),
+                              experiment)
         if table_and_data not in seen:
             seen.add(table_and_data)
             chosen.append(experiment)

@@ -1,0 +1,108 @@
+"""EfficientNet's MBConv block whose 1x1 convs come from a pointwise plan (timm's block style:
+norm, activation and squeeze-excitation layers are injected).
+
+expand (1x1, if the expansion ratio widens) -> depthwise kxk -> squeeze-excitation -> project
+(1x1, linear) [-> stochastic depth + residual]: torchvision's ``MBConv`` layer for layer. Roles for
+the plan: "expand" and "project"; the squeeze-excitation convs are built from their own spec.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from torch import Tensor, nn
+from torchvision.models._utils import _make_divisible
+from torchvision.ops import StochasticDepth
+from torchvision.ops.misc import Conv2dNormActivation
+
+from errors import ConfigError
+
+from .pointwise import PointwisePlan
+from .pointwise.registry import PointwiseSpec
+from .squeeze_excitation import SqueezeExcitation
+
+SE_DIVISOR = 4  # squeeze width = block input channels // 4 (EfficientNet; torchvision and Keras)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck with squeeze-excitation (EfficientNet).
+
+    Args:
+        stride: stride of the depthwise conv as built (1 or 2).
+        expand_ratio: hidden channels = in_channels * expand_ratio, rounded to multiples of 8
+            (torchvision's ``adjust_channels``); no expansion conv when that equals in_channels.
+        dilation: of the depthwise conv, for output-stride control.
+        stage_start: the block starts a resolution stage (defaults to ``stride > 1``); a stride-2
+            block turned into a dilated stride-1 one keeps its structure (no residual).
+        stochastic_depth_prob: per-sample drop probability of the residual branch ("row" mode).
+        pointwise: builds "expand" and "project"; ``se_pointwise``: the squeeze-excitation convs.
+        activation_layer: after the expansion and depthwise norms and the SE reduce conv.
+        where: the block's name in error messages.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        expand_ratio: float,
+        *,
+        dilation: int = 1,
+        stage_start: Optional[bool] = None,
+        stochastic_depth_prob: float = 0.0,
+        pointwise: PointwisePlan,
+        se_pointwise: PointwiseSpec = "dense",
+        activation_layer: Optional[Callable[..., nn.Module]] = nn.SiLU,
+        norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
+        where: str = "block",
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ConfigError(f"MBConv: stride must be 1 or 2, got {stride}.")
+        if dilation < 1:
+            raise ConfigError(f"MBConv: dilation must be >= 1, got {dilation}.")
+        hidden = _make_divisible(in_channels * expand_ratio, 8)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.hidden_channels = hidden
+        self.stride = stride
+        self.dilation = dilation
+        self.stage_start = stride > 1 if stage_start is None else bool(stage_start)
+        self._is_cn = self.stage_start  # name torchvision's detection/segmentation helpers use
+        self.use_res_connect = stride == 1 and in_channels == out_channels and not self.stage_start
+
+        self.expand: Optional[nn.Module] = None
+        if hidden != in_channels:
+            self.expand = pointwise.build("expand", in_channels, hidden, norm_layer=norm_layer,
+                                          activation_layer=activation_layer, where=f"{where} expand")
+        self.depthwise = Conv2dNormActivation(
+            hidden, hidden, kernel_size=kernel_size, stride=stride, dilation=dilation, groups=hidden,
+            norm_layer=norm_layer, activation_layer=activation_layer,
+        )
+        self.se = SqueezeExcitation(hidden, max(1, in_channels // SE_DIVISOR), se_pointwise,
+                                    activation_layer=activation_layer, where=f"{where} se")
+        self.project = pointwise.build("project", hidden, out_channels, norm_layer=norm_layer,
+                                       activation_layer=None, where=f"{where} project")
+        # Built for every block (as torchvision) but used only where there is a residual.
+        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
+
+    def expansion_output(self, x: Tensor) -> Tensor:
+        """The depthwise conv's input: the expansion output, or ``x`` when there is none."""
+        return x if self.expand is None else self.expand(x)
+
+    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (block output, expansion output); SSD-Lite taps the latter."""
+        expanded = self.expansion_output(x)
+        out = self.project(self.se(self.depthwise(expanded)))
+        if self.use_res_connect:
+            out = self.stochastic_depth(out) + x
+        return out, expanded
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_expansion(x)[0]
+
+    def extra_repr(self) -> str:
+        return (
+            f"in={self.in_channels}, hidden={self.hidden_channels}, out={self.out_channels}, "
+            f"stride={self.stride}, dilation={self.dilation}, residual={self.use_res_connect}"
+        )

@@ -1,0 +1,205 @@
+"""CIFAR-10 in its official python layout (``cifar-10-batches-py``), read by torchvision's ``CIFAR10``.
+
+Splits: the official ``test_batch`` is the test split; a seeded, stratified ``val_fraction`` of
+the five training batches (10 % by default, as seeds 002 and 004 held out) is the validation split,
+the rest the training split. Images are served at ``image_size`` (32 = native; the seeds resized
+to 224), see ``data.cifar_transforms``.
+
+torchvision checks the files against the official MD5 sums; ``verify_checksums=False`` reads
+other data written in the same layout (the embedded synthetic set, ``data.synthetic.write_cifar10``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import CIFAR10
+
+from data.cifar_transforms import AUGMENTATIONS, cifar_eval_transform, cifar_train_transform
+from data.errors import DatasetNotFoundError, check_num_classes
+from data.image_folder import held_out_count
+from data.loaders import eval_loader, train_loader
+
+BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
+BATCH_FILES = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+EXPECTED_LAYOUT = (
+    "<root>/\n"
+    "└── cifar-10-batches-py/     (cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, extracted)\n"
+    "    ├── batches.meta\n"
+    "    ├── data_batch_1 ... data_batch_5\n"
+    "    └── test_batch"
+)
+
+
+class _UncheckedCIFAR10(CIFAR10):
+    """torchvision's reader with the MD5 checks of the official files turned off (the file lists
+    without checksums: ``check_integrity`` then only asks that each file exists)."""
+
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+@dataclass(frozen=True)
+class CIFARArrays:
+    """One split in memory: ``images`` [N, 32, 32, 3] uint8 RGB, ``labels`` [N] int64."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+
+
+def batches_root(root: str | Path) -> Path:
+    """The folder holding ``cifar-10-batches-py`` (``root`` itself may be that folder)."""
+    root = Path(root)
+    return root.parent if root.name == BATCHES_FOLDER else root
+
+
+def read_cifar10(root: str | Path, train: bool, verify_checksums: bool = True) -> CIFARArrays:
+    """The five training batches (``train``) or the test batch, with the class names of
+    ``batches.meta``. Raises ``DatasetNotFoundError`` naming what is missing or does not match."""
+    parent = batches_root(root)
+    folder = parent / BATCHES_FOLDER
+    if not folder.is_dir():
+        problem = "That folder does not exist." if not parent.is_dir() else f"No '{BATCHES_FOLDER}' folder inside it."
+        raise DatasetNotFoundError.describe(parent, "CIFAR-10", EXPECTED_LAYOUT, problem)
+    missing = [name for name in BATCH_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DatasetNotFoundError.describe(folder, "CIFAR-10", EXPECTED_LAYOUT,
+                                            f"Missing file(s): {', '.join(missing)}.")
+    reader = CIFAR10 if verify_checksums else _UncheckedCIFAR10
+    try:
+        dataset = reader(str(parent), train=train, download=False)
+    except RuntimeError:  # torchvision's "not found or corrupted": the files exist, so the MD5 sums differ
+        raise DatasetNotFoundError.describe(
+            folder, "CIFAR-10", EXPECTED_LAYOUT,
+            "The files there do not match the official CIFAR-10 MD5 checksums (corrupt, or not the "
+            "official files). Re-extract cifar-10-python.tar.gz, or set data.verify_checksums=false "
+            "to read other data written in this layout.",
+        ) from None
+    return CIFARArrays(np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64), list(dataset.classes))
+
+
+def stratified_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: ``held_out_count(n_c, val_fraction)`` of every class held out, drawn
+    with a generator seeded by (seed, class), so a class's split depends on nothing else."""
+    train, val = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        order = np.random.default_rng([seed, int(label)]).permutation(len(members))
+        held = held_out_count(len(members), val_fraction)
+        val.append(members[np.sort(order[:held])])
+        train.append(members[np.sort(order[held:])])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+class CIFARDataset(Dataset):
+    """``(image tensor [3, H, W], label)`` from in-memory CIFAR arrays via an albumentations transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(image=self.images[index])["image"], int(self.labels[index])
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10: train / seeded stratified validation from the training batches, the official test
+    batch as test split. The files are read lazily, on first use of ``num_classes`` /
+    ``class_names`` / ``setup``."""
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 32,
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        num_classes: int | None = 10,
+        augment: str = "crop_flip",
+        verify_checksums: bool = True,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1): the share of each class held out for "
+                             f"validation; got {val_fraction}.")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown CIFAR augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
+        self.save_hyperparameters()
+        self.hparams["root"] = str(root)  # text: a Path would not load with weights_only=True
+        self._train: CIFARArrays | None = None
+        self._test: CIFARArrays | None = None
+        self._split: tuple[np.ndarray, np.ndarray] | None = None
+        self.train_dataset = self.val_dataset = self.test_dataset = None
+
+    def _load(self) -> None:
+        if self._train is not None:
+            return
+        hp = self.hparams
+        train = read_cifar10(hp.root, train=True, verify_checksums=hp.verify_checksums)
+        test = read_cifar10(hp.root, train=False, verify_checksums=hp.verify_checksums)
+        check_num_classes(hp.num_classes, train.class_names, f"batches.meta in '{hp.root}'")
+        self._train, self._test = train, test
+        self._split = stratified_indices(train.labels, hp.val_fraction, hp.seed)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        self._load()
+        return list(self._train.class_names)
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        self._load()
+        return {"train": len(self._split[0]), "val": len(self._split[1]), "test": len(self._test.labels)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        self._load()
+        hp = self.hparams
+        train_idx, val_idx = self._split
+        images, labels = self._train.images, self._train.labels
+        self.train_dataset = CIFARDataset(images[train_idx], labels[train_idx],
+                                          cifar_train_transform(hp.image_size, hp.augment))
+        self.val_dataset = CIFARDataset(images[val_idx], labels[val_idx], cifar_eval_transform(hp.image_size))
+        self.test_dataset = CIFARDataset(self._test.images, self._test.labels, cifar_eval_transform(hp.image_size))
+
+    def _loader(self, dataset: CIFARDataset, train: bool) -> DataLoader:
+        hp = self.hparams
+        options = {"batch_size": hp.batch_size, "num_workers": hp.num_workers,
+                   "pin_memory": hp.pin_memory and torch.cuda.is_available(),
+                   "persistent_workers": hp.persistent_workers}
+        if train:
+            # A last training batch of one sample breaks BatchNorm; drop it when there are more.
+            return train_loader(dataset, drop_last=len(dataset) > hp.batch_size, **options)
+        return eval_loader(dataset, **options)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup("test")
+        return self._loader(self.test_dataset, train=False)
