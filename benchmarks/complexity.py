@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from backbones import ChannelOverlapConv2d, fuse_for_inference, list_backbones
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
+from errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,7 @@ def format_ratios(ratios: Sequence[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- command line
 def _task_setting(task: str) -> TaskSetting:
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     return TASKS[task]
 
 

@@ -17,6 +17,8 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
+from errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
@@ -31,9 +33,9 @@ def train_transform(
 ) -> A.Compose:
     low, high = (float(s) for s in scale_range)
     if not 0 < low <= high:
-        raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {tuple(scale_range)}")
+        raise ConfigError(f"scale_range must be (low, high) with 0 < low <= high, got {tuple(scale_range)}")
     if crop_size < 1:
-        raise ValueError(f"crop size must be a positive number of pixels, got {crop_size}")
+        raise ConfigError(f"crop size must be a positive number of pixels, got {crop_size}")
     return A.Compose([
         # RandomScale draws the factor from (1 + low, 1 + high): its limits are offsets from 1.
         A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR,

@@ -8,6 +8,8 @@ from typing import Any
 
 import lightning as L
 
+from errors import ConfigError
+
 TASKS = ("classification", "detection", "segmentation")
 
 
@@ -59,12 +61,12 @@ def synthetic_datamodule(
         _check_classes(task, num_classes, len(class_names), "classes including background")
         return VOCSegmentationDataModule(root=str(folder), crop_size=image_size,
                                          class_names=class_names, **common)
-    raise ValueError(f"unknown task {task!r} for the synthetic dataset; valid: {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task!r} for the synthetic dataset; valid: {', '.join(TASKS)}")
 
 
 def _check_classes(task: str, expected: int, written: int, what: str) -> None:
     if expected != written:
-        raise ValueError(
+        raise ConfigError(
             f"synthetic {task} set has {written} {what} but the config asks for {expected}; "
             f"set synthetic.num_classes={written}"
         )

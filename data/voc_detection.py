@@ -22,6 +22,7 @@ from data.detection_transforms import eval_transform, train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
+from errors import ConfigError, DataError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -74,7 +75,7 @@ def read_split_ids(voc_dir: Path, split: str) -> list[str]:
         )
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not ids:
-        raise ValueError(f"split file {path} lists no image ids")
+        raise DataError(f"split file {path} lists no image ids")
     return ids
 
 
@@ -85,7 +86,7 @@ def _int_text(node: ET.Element, tag: str, default: int, where: Path) -> int:
     try:
         return int(float(child.text))
     except ValueError as error:
-        raise ValueError(f"{where}: <{tag}> is {child.text!r}, expected a number") from error
+        raise DataError(f"{where}: <{tag}> is {child.text!r}, expected a number") from error
 
 
 def parse_voc_xml(path: str | Path, class_to_label: dict[str, int]) -> VOCAnnotation:
@@ -94,7 +95,7 @@ def parse_voc_xml(path: str | Path, class_to_label: dict[str, int]) -> VOCAnnota
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as error:
-        raise ValueError(f"cannot parse VOC annotation {path}: {error}") from error
+        raise DataError(f"cannot parse VOC annotation {path}: {error}") from error
     size = root.find("size")
     width = _int_text(size, "width", 0, path) if size is not None else 0
     height = _int_text(size, "height", 0, path) if size is not None else 0
@@ -102,17 +103,17 @@ def parse_voc_xml(path: str | Path, class_to_label: dict[str, int]) -> VOCAnnota
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in class_to_label:
-            raise ValueError(
+            raise DataError(
                 f"{path}: object class {name!r} is not in class_names {sorted(class_to_label)}; "
                 "pass the dataset's class names (data.class_names)"
             )
         bndbox = obj.find("bndbox")
         if bndbox is None:
-            raise ValueError(f"{path}: an object {name!r} has no <bndbox>")
+            raise DataError(f"{path}: an object {name!r} has no <bndbox>")
         try:
             xmin, ymin, xmax, ymax = (float(bndbox.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: object {name!r} has a malformed <bndbox>") from error
+            raise DataError(f"{path}: object {name!r} has a malformed <bndbox>") from error
         boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))
         labels.append(class_to_label[name])
         difficult.append(_int_text(obj, "difficult", 0, path) == 1)
@@ -219,7 +220,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
             years = (years,)
         self.years = tuple(str(y) for y in years)
         if not self.years:
-            raise ValueError("years must name at least one VOC year, e.g. [2007] or [2007, 2012]")
+            raise ConfigError("years must name at least one VOC year, e.g. [2007] or [2007, 2012]")
         self.eval_year = str(eval_year)
         self.root = Path(root)
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split

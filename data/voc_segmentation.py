@@ -20,6 +20,7 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
+from errors import ConfigError, DataError
 
 VOC_SEG_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -70,7 +71,7 @@ def read_split(voc_dir: Path, split: str) -> list[str]:
         )
     ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
     if not ids:
-        raise ValueError(f"split file {path} lists no image ids")
+        raise DataError(f"split file {path} lists no image ids")
     return ids
 
 
@@ -80,13 +81,13 @@ def read_mask(path: Path) -> np.ndarray:
         if image.mode in ("P", "L"):
             return np.array(image)
         if image.mode in ("RGB", "RGBA"):
-            raise ValueError(
+            raise DataError(
                 f"{path} is an {image.mode} colour mask; segmentation masks must hold class indices "
                 "(palette 'P' PNGs as in VOC2012 SegmentationClass, or 8-bit 'L' PNGs as in "
                 "SegmentationClassAug). Convert the colours to VOC class indices (0-20, 255 ignore) "
                 "and save as a palette or grey PNG."
             )
-        raise ValueError(f"{path}: unsupported mask mode {image.mode!r}; expected 'P' or 'L' index PNGs")
+        raise DataError(f"{path}: unsupported mask mode {image.mode!r}; expected 'P' or 'L' index PNGs")
 
 
 class VOCSegmentation(Dataset):
@@ -125,14 +126,14 @@ class VOCSegmentation(Dataset):
         image = read_rgb(self.image_paths[index])
         mask = read_mask(self.mask_paths[index])
         if image.shape[:2] != mask.shape:
-            raise ValueError(
+            raise DataError(
                 f"image {self.image_paths[index]} is {image.shape[1]}x{image.shape[0]} but its mask "
                 f"{self.mask_paths[index]} is {mask.shape[1]}x{mask.shape[0]}"
             )
         labelled = mask[mask != self.ignore_index]
         if labelled.size and labelled.max() >= self.num_classes:
             bad = sorted(set(np.unique(labelled[labelled >= self.num_classes]).tolist()))
-            raise ValueError(
+            raise DataError(
                 f"mask {self.mask_paths[index]} holds class ids {bad}, outside 0..{self.num_classes - 1} "
                 f"(and {self.ignore_index} = ignore); check num_classes/class_names for this dataset"
             )
@@ -148,7 +149,7 @@ def collate_same_size(batch: list[tuple[torch.Tensor, torch.Tensor]]):
     """default_collate with a clear error when padded evaluation images still differ in size."""
     sizes = {tuple(image.shape[-2:]) for image, _ in batch}
     if len(sizes) > 1:
-        raise ValueError(
+        raise ConfigError(
             f"evaluation images of different sizes {sorted(sizes)} cannot be batched: val_size is "
             "smaller than an image; set data.val_size to at least the largest image side "
             "(500 for VOC2012) or to null (whole images, batch 1)"
@@ -228,7 +229,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
             train, val = self.dataset("train"), self.dataset("val")
             leaked = set(train.ids) & set(val.ids)
             if leaked:
-                raise ValueError(
+                raise DataError(
                     f"{len(leaked)} image(s) of split '{self.val_split}' are also in the training split "
                     f"'{self.train_split}' (e.g. {sorted(leaked)[:3]}); use a training list without "
                     "the validation images (the usual train_aug.txt excludes VOC2012 val)"

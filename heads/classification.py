@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from errors import ConfigError
+
 
 class ClassificationHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(in_channels, num_classes)
