@@ -437,4 +437,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.runtime import exit_on_user_error
+
+    exit_on_user_error(main)()  # bad input: one line, exit status 2

@@ -1030,4 +1030,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tasks.runtime import exit_on_user_error
+
+    sys.exit(exit_on_user_error(main)())  # bad input: one line, exit status 2
