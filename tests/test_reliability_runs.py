@@ -110,6 +110,27 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, syn
     assert seeds == {1, 2}  # each folder holds its own run
 
 
+def test_run_and_sweep_folders_carry_the_run_id(tmp_path):
+    """A multirun's folder is unique too: its jobs are numbered subfolders of a sweep folder
+    that carries the process's random run id (like a single run's folder)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tasks.run_dirs import run_id
+    from tests.helpers import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("train", overrides=[f"paths.log_dir={tmp_path}"], return_hydra_config=True)
+    sweep, run = Path(cfg.hydra.sweep.dir), Path(cfg.hydra.run.dir)
+    assert sweep.parent == tmp_path / "classification" / "multiruns" and sweep.name.endswith(f"_{run_id()}")
+    assert run.parent == tmp_path / "classification" / "runs" and run.name.endswith(f"_cog_e2_{run_id()}")
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}_${backbone.name}"
+    assert len(run_id()) == 8 and int(run_id(), 16) >= 0
+
+
 def test_run_folder_of_a_checkpoint():
     from tasks.run_dirs import resumed_run_dir
 
