@@ -3,21 +3,30 @@
     python train.py task=classification backbone=cog_e2 data=synthetic
     python train.py task=detection backbone=mv2_e2 paths.data_dir=/data      # VOCdevkit/ inside
     python train.py task=segmentation backbone=cog_e2 backbone.pretrained=PATH.ckpt
-    python train.py ckpt_path=logs/.../checkpoints/last.ckpt                 # resume
+    python train.py ckpt_path=logs/.../checkpoints/last.ckpt                 # resume (same folder)
     python train.py -m backbone=mv2_e2,cog_e2 data=synthetic                  # sweep
+
+What a run guarantees (resume, reproducibility, atomic checkpoints, divergence) is described in
+docs/reliability.md.
 """
 from __future__ import annotations
 
 import logging
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
+import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
+from tasks.divergence import NonFiniteLossGuard, TrainingDiverged
+from tasks.reproducibility import EpochSeedCallback
 from tasks.runtime import (
     StoreConfigInCheckpoint,
     apply_channels_last,
@@ -25,39 +34,87 @@ from tasks.runtime import (
     exit_on_user_error,
     format_metrics_table,
     instantiate_group,
+    instantiate_node,
     metrics_to_dict,
+    nonfinite_losses,
     resolve_device_defaults,
     write_json,
 )
+from tasks.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
 
 log = logging.getLogger("train")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one training job described by ``cfg``; returns the final scalar metrics."""
+def _fill_num_classes(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """``data.num_classes=null`` means "what the dataset holds": record that count in the config
+    (the model and the checkpoint's stored config) and in the datamodule's hyper-parameters
+    (Lightning requires both modules' hyper-parameters to agree)."""
+    if cfg.model.get("num_classes") is not None:
+        return
+    found = int(datamodule.num_classes)
+    with open_dict(cfg):
+        if "num_classes" in cfg.data:
+            cfg.data.num_classes = found
+        if cfg.model.get("num_classes") is None:
+            cfg.model.num_classes = found
+    hparams = dict(getattr(datamodule, "hparams", {}))
+    if hparams.get("num_classes", found) is None:
+        datamodule.save_hyperparameters({**hparams, "num_classes": found})
+
+
+def _best_checkpoint_callback(trainer: L.Trainer, monitor: str):
+    return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) == monitor),
+                None)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job described by ``cfg``; returns the final metrics (a diverged run
+    also returns ``diverged`` = True)."""
     resolve_device_defaults(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
     # The datamodule first: a missing dataset stops here, before any model is built.
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = instantiate_node(cfg.data, "data")
     getattr(datamodule, "class_names", None)  # indexes the dataset now (lazy datamodules)
-    model: L.LightningModule = instantiate(cfg.model)
+    _fill_num_classes(cfg, datamodule)
+    model: L.LightningModule = instantiate_node(cfg.model, "model")
+    if cfg.get("ckpt_path"):  # refuse another task/architecture or a broken file before Lightning reads it
+        checkpoint = read_suite_checkpoint(cfg.ckpt_path)
+        if cfg.get("train", True):
+            check_resumable(checkpoint, model, cfg.ckpt_path)
+        else:
+            check_weights_fit(model, checkpoint, cfg.ckpt_path)
+        del checkpoint
     model = apply_channels_last(model, bool(cfg.channels_last))
     if cfg.get("compile"):
         model = torch.compile(model)
 
-    callbacks = instantiate_group(cfg.get("callbacks")) + [StoreConfigInCheckpoint(cfg)]
-    loggers = instantiate_group(cfg.get("logger"))
+    guard = NonFiniteLossGuard(cfg.get("on_nonfinite_loss", "stop"),
+                               cfg.get("max_consecutive_skips", 20))
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks") + [
+        StoreConfigInCheckpoint(cfg), EpochSeedCallback(cfg.seed), guard]
+    loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer = build_trainer(cfg, callbacks, loggers)
+    best_callback = _best_checkpoint_callback(trainer, cfg.monitor)
 
+    diverged: dict[str, Any] | None = None
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = metrics_to_dict(trainer.callback_metrics)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
+                        weights_only=True)
+        except TrainingDiverged as exc:
+            log.error("%s", exc)
+            diverged = exc.summary()
+    metrics: dict[str, Any] = metrics_to_dict(trainer.callback_metrics)
 
     results: dict[str, Any] = {}
-    if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = best_callback.best_model_path if best_callback else ""
+    if diverged is not None:
+        if best:
+            log.error("not testing a diverged run; the best checkpoint before it diverged is %s "
+                      "(evaluate it with: python eval.py ckpt_path=%s)", best, best)
+    elif cfg.get("test", True):
         ckpt = best or None
         if cfg.get("train", True) and not ckpt:
             log.warning("no best checkpoint was saved; testing the current weights")
@@ -66,25 +123,53 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update(metrics_to_dict(trainer.callback_metrics))
         results = dict(getattr(model, "test_results", {}) or {})
-        if best:
-            metrics["best_checkpoint_score"] = float(trainer.checkpoint_callback.best_model_score)
-            results["best_checkpoint"] = best
+    if best:
+        metrics["best_checkpoint_score"] = float(best_callback.best_model_score)
+        results["best_checkpoint"] = best
+    if diverged is None and (bad := nonfinite_losses(metrics)):
+        diverged = {"reason": f"non-finite {', '.join(bad)} at the end of the run"}
+    if guard.skipped_steps:
+        results["skipped_nonfinite_steps"] = guard.skipped_steps
 
     if trainer.is_global_zero:
-        out = Path(cfg.paths.output_dir)
-        table = {k: v for k, v in metrics.items() if "/acc_class/" not in k and "/iou_" not in k
-                 and "/ap_" not in k}
-        print("\n" + format_metrics_table(table, title=f"{cfg.task_name} · {cfg.backbone.name}"))
-        write_json(out / "metrics.json", {"metrics": metrics, **results})
-        print(f"\nmetrics, checkpoints and logs: {out}")
+        _report(cfg, metrics, results, diverged, guard.skipped_steps)
+    if diverged is not None:
+        metrics["diverged"] = True
     return metrics
+
+
+def _report(cfg: DictConfig, metrics: dict[str, float], results: dict[str, Any],
+            diverged: dict[str, Any] | None, skipped: int) -> None:
+    out = Path(cfg.paths.output_dir)
+    table: dict[str, float | str] = {
+        k: v for k, v in metrics.items()
+        if "/acc_class/" not in k and "/iou_" not in k and "/ap_" not in k}
+    title = f"{cfg.task_name} · {cfg.backbone.name}"
+    if skipped:
+        table["skipped non-finite steps"] = float(skipped)
+    if diverged is not None:
+        table["DIVERGED"] = "yes"
+        title += " · DIVERGED"
+    print("\n" + format_metrics_table(table, title=title))
+    if diverged is not None:
+        print(f"\nDIVERGED: {diverged['reason']}")
+    write_json(out / "metrics.json", {"metrics": metrics, "diverged": diverged is not None,
+                                      **({"divergence": diverged} if diverged else {}), **results})
+    print(f"\nmetrics, checkpoints and logs: {out}")
+
+
+DIVERGED_EXIT_STATUS = 3
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
-    return metrics.get(cfg.monitor)  # for Hydra sweepers
+    if not metrics.get("diverged"):
+        return metrics.get(cfg.monitor)  # for Hydra sweepers
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return math.nan  # the sweep goes on; a diverged job is the worst result
+    sys.exit(DIVERGED_EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from errors import CheckpointError, DataError
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CSV_COLUMNS = ("rank", "class_index", "class_name", "train_samples", "test_samples", "correct",
                "accuracy")
@@ -61,8 +63,8 @@ def load_or_run_evaluation(cfg, rerun: bool = False) -> dict[str, Any]:
     results = _read_json(result_path)
     for key in ("per_class_accuracy", "confusion_matrix", "class_names"):
         if key not in results:
-            raise ValueError(f"{result_path} has no '{key}': it was not written by a "
-                             "classification evaluation of this suite; rerun with --rerun")
+            raise DataError(f"{result_path} has no '{key}': it was not written by a "
+                            "classification evaluation of this suite; rerun with --rerun")
     return results
 
 
@@ -71,15 +73,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def training_class_counts(cfg) -> tuple[list[str], list[int]]:
-    """(class names, training samples per class) from the checkpoint's datamodule."""
-    from hydra.utils import instantiate
-
+    """(class names, training samples per class) from the checkpoint's datamodule (only this
+    suite's datamodules are built from a checkpoint)."""
     from eval import read_suite_checkpoint, run_config
+    from tasks.suite_checkpoint import instantiate_data
 
     checkpoint = read_suite_checkpoint(cfg.ckpt_path)
-    datamodule = instantiate(run_config(checkpoint, cfg).data)
+    datamodule = instantiate_data(run_config(checkpoint, cfg).data, cfg.ckpt_path)
     if not hasattr(datamodule, "train_class_counts"):
-        raise ValueError(f"{type(datamodule).__name__} reports no train_class_counts; the per-class "
+        raise CheckpointError(f"{type(datamodule).__name__} reports no train_class_counts; the per-class "
                          "analysis needs a classification datamodule")
     datamodule.setup("fit")
     return list(datamodule.class_names), [int(c) for c in datamodule.train_class_counts]
@@ -91,7 +93,7 @@ def check_classification_checkpoint(ckpt_path: str | Path) -> None:
 
     task = read_suite_checkpoint(ckpt_path)[SUITE_KEY]["task"]
     if task != "classification":
-        raise ValueError(f"{ckpt_path} is a {task} checkpoint; the per-class accuracy analysis is "
+        raise CheckpointError(f"{ckpt_path} is a {task} checkpoint; the per-class accuracy analysis is "
                          "for classification checkpoints (segmentation IoU per class is in its "
                          ".eval.json)")
 
@@ -107,11 +109,11 @@ def per_class_rows(
     matrix = np.asarray(confusion, dtype=np.int64)
     n = len(class_names)
     if matrix.shape != (n, n) or len(train_counts) != n:
-        raise ValueError(f"{n} classes but a {matrix.shape} confusion matrix and "
+        raise DataError(f"{n} classes but a {matrix.shape} confusion matrix and "
                          f"{len(train_counts)} training counts")
     missing = [name for name in class_names if name not in accuracy]
     if missing:
-        raise ValueError(f"no accuracy for classes {missing[:5]}")
+        raise DataError(f"no accuracy for classes {missing[:5]}; rerun with --rerun")
     order = sorted(range(n), key=lambda i: (-int(train_counts[i]), i))
     return [
         {
@@ -213,7 +215,7 @@ def analyse(ckpt_path: str | Path, out_dir: str | Path | None = None,
     results = load_or_run_evaluation(cfg, rerun)
     names, counts = training_class_counts(cfg)
     if list(results["class_names"]) != names:
-        raise ValueError(f"the evaluation's classes {results['class_names'][:5]}... differ from "
+        raise DataError(f"the evaluation's classes {results['class_names'][:5]}... differ from "
                          f"the datamodule's {names[:5]}...; rerun with --rerun")
     rows = per_class_rows(names, results["per_class_accuracy"], results["confusion_matrix"], counts)
     title = f"{results.get('backbone', '')} · {ckpt_path.name}"
@@ -263,13 +265,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     from hydra.errors import ConfigCompositionException
 
-    from tasks.runtime import UserError
+    from tasks.runtime import user_error
 
     args = parse_args(argv)
     try:
         paths = analyse(args.ckpt, args.out, args.overrides, args.rerun)
-    except (UserError, ValueError, FileNotFoundError, ConfigCompositionException) as exc:
+    except ConfigCompositionException as exc:  # Hydra's own message for a bad override
         print(f"\nerror: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a bad-input error
+        shown = user_error(exc)
+        if shown is None:
+            raise
+        print(f"\nerror: {shown}", file=sys.stderr)
         sys.exit(2)
     for path in paths.values():
         print(f"written: {path}")

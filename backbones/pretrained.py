@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
+
+from errors import CheckpointError, SuiteFileNotFoundError
 
 from .torchvision_convert import (
     convert_torchvision_efficientnet_b0,
@@ -49,9 +53,7 @@ def load_backbone_weights(
     ``backbone.name``, even when the shapes match. Output stride does not matter: dilation changes no weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Backbone checkpoint not found: {path}")
-    source, checkpoint_name, weights = _backbone_weights(_safe_load(path), path)
+    source, checkpoint_name, weights = _backbone_weights(safe_load(path, "backbone checkpoint"), path)
     target_name = getattr(backbone, "name", None)
     target = backbone.state_dict()
     missing = [k for k in target if k not in weights]
@@ -59,10 +61,10 @@ def load_backbone_weights(
     unexpected = [k for k in weights if k not in target]
     if missing or mismatched:
         target_label = repr(target_name) if target_name else type(backbone).__name__
-        raise ValueError(_mismatch_message(path, checkpoint_name, target_label, target, weights,
+        raise CheckpointError(_mismatch_message(path, checkpoint_name, target_label, target, weights,
                                            missing, mismatched, unexpected))
     if strict_arch and checkpoint_name and target_name and checkpoint_name != target_name:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} holds weights of backbone {checkpoint_name!r} but the target backbone is "
             f"{target_name!r} (the tensor shapes happen to match); build {checkpoint_name!r} "
             f"instead, or pass strict_arch=False to load anyway."
@@ -78,32 +80,79 @@ def load_backbone_weights(
     return report
 
 
-def _safe_load(path: Path) -> object:
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
+_PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2: torch.save's legacy format
+
+
+def safe_load(path: Union[str, Path], what: str = "checkpoint") -> object:
+    """``torch.load(path, weights_only=True)`` with one clear ``CheckpointError`` per failure kind.
+
+    A file that is missing, empty, truncated or not a checkpoint at all is named as such; only a
+    complete checkpoint that asks for objects other than tensors and plain containers (so that
+    unpickling it could run code) is called unsafe. Nothing in the file is ever executed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SuiteFileNotFoundError(f"{what} not found: {path.absolute()}")
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder; give the path of a .ckpt file")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        raise CheckpointError(f"cannot read {what} {path}: {error.strerror or error}") from error
+    if size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): an interrupted save or copy; "
+                              "use another checkpoint or copy it again")
+    if head == _ZIP_MAGIC and not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{what} {path} is truncated or corrupt (an incomplete archive of {size} bytes, e.g. "
+            "from an interrupted save or copy); use another checkpoint (last.ckpt, best_*.ckpt) "
+            "or copy it again")
+    if head != _ZIP_MAGIC and not head.startswith(_PICKLE_MAGIC):
+        raise CheckpointError(
+            f"{what} {path} is not a PyTorch checkpoint: its content is not a torch.save file "
+            f"(it starts with bytes {head!r}); the file is corrupt or of another kind")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" not in str(error).lower():
-            raise ValueError(f"{path} could not be read as a torch checkpoint: {error}") from error
+        text = str(error)
+        # torch names the object it refused: "Unsupported global: GLOBAL x.y" or
+        # "unsupported GLOBAL x.y whose module x is blocked"; anything else is a damaged file.
+        unsafe = re.search(r"unsupported (?:global|class)\W*(?:GLOBAL\s+)?([\w.]+)", text, re.I)
+        if unsafe is None:
+            raise CheckpointError(f"{what} {path} is corrupt or not a PyTorch checkpoint: "
+                                  f"unpickling failed ({_first_line(text)})") from error
         hint = ""
-        if "omegaconf" in str(error).lower():
+        if "omegaconf" in text.lower():
             hint = (" It contains OmegaConf objects: store hyper-parameters as plain containers "
                     "(OmegaConf.to_container) when saving.")
-        raise ValueError(
-            f"{path} is not a safe checkpoint: unpickling it would run code or build objects "
-            f"other than tensors and plain containers (torch.load weights_only=True refused it)."
-            f"{hint} Re-save only the weights, e.g. torch.save(model.state_dict(), path)."
+        raise CheckpointError(
+            f"{what} {path} is not a safe checkpoint: unpickling it would run code or build "
+            f"objects other than tensors and plain containers (it names {unsafe.group(1)}; "
+            f"torch.load weights_only=True refused it).{hint} Re-save only the weights, e.g. "
+            "torch.save(model.state_dict(), path)."
         ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"{what} {path} is corrupt or truncated: torch.load failed "
+                              f"({_first_line(str(error))}); use another checkpoint or copy it "
+                              "again") from error
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:200]
 
 
 def _backbone_weights(obj: object, path: Path) -> tuple[str, Optional[str], dict[str, Tensor]]:
     """(source, recorded backbone name, backbone state dict) from a loaded checkpoint."""
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict.")
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict.")
     if isinstance(obj.get("state_dict"), Mapping):
         weights = _strip_prefix(obj["state_dict"])
         if not weights:
             prefixes = sorted({k.split(".", 1)[0] for k in obj["state_dict"]})
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is a Lightning checkpoint without '{BACKBONE_PREFIX}*' weights "
                 f"(top-level modules: {prefixes}); the model must keep its backbone at self.backbone."
             )
@@ -135,7 +184,7 @@ def _recorded_name(hparams: object) -> Optional[str]:
 def _tensors(state: Mapping[str, object], path: Path) -> dict[str, Tensor]:
     bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(f"{path}: entries {bad[:_SHOW]} are not tensors; expected a state dict.")
+        raise CheckpointError(f"{path}: entries {bad[:_SHOW]} are not tensors; expected a state dict.")
     return dict(state)
 
 

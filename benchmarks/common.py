@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from errors import ConfigError
+
 Row = Mapping[str, Any]
 
 
@@ -48,7 +50,7 @@ def sample_latencies_ms(
     machine (other processes, clock changes) hits them alike. The order rotates every round so
     no callable always follows the same one. Returns the ``repeats`` samples (ms) per name."""
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+        raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     names = list(fns)
     for name in names:
         for _ in range(warmup):

@@ -60,6 +60,7 @@ from errors import ConfigError, SuiteError
 from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
 from backbones.pointwise import PointwiseConvOp, PointwiseLayer, conv_memory_access_cost, pointwise_spec, using_impl
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
+from errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -526,4 +527,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.runtime import exit_on_user_error
+
+    exit_on_user_error(main)()  # bad input: one line, exit status 2

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.common import machine_description, markdown_table, write_csv
+from errors import ConfigError
 
 TASKS = ("classification", "detection", "segmentation")
 BACKBONES = ("mv2_e2", "cog_e2", "mv2_e6", "cog_e6")
@@ -200,10 +201,10 @@ def time_runs(steps: Mapping[str, Callable[[], Any]], runtime: Runtime, num_step
     counts the work done, not the time other processes held the cores.
     """
     if num_steps < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(f"need steps >= 1, repeats >= 1, warmup >= 0; got {num_steps}, {repeats}, {warmup}")
+        raise ConfigError(f"need steps >= 1, repeats >= 1, warmup >= 0; got {num_steps}, {repeats}, {warmup}")
     clock = clock or runtime.clock
     if clock not in CLOCKS or (clock == "cpu" and runtime.cuda):
-        raise ValueError(f"clock must be 'wall' or, on the CPU, 'cpu'; got {clock!r} on {runtime.device}")
+        raise ConfigError(f"clock must be 'wall' or, on the CPU, 'cpu'; got {clock!r} on {runtime.device}")
     read = time.perf_counter if clock == "wall" else time.process_time
     names = list(steps)
     for name in names:
@@ -242,7 +243,7 @@ def build_task_model(task: str, backbone: str | Mapping[str, Any],
     if task == "segmentation":
         from tasks.segmentation import SegmentationTask
         return SegmentationTask(backbone=backbone, num_classes=num_classes)
-    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
 
 
 def build_reference_model(task: str, image_size: int, num_classes: int | None = None) -> nn.Module:
@@ -265,7 +266,7 @@ def build_reference_model(task: str, image_size: int, num_classes: int | None = 
     if task == "segmentation":
         return deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False,
                                             num_classes=num_classes)
-    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
 
 
 def make_batch(task: str, size: Size, runtime: Runtime, num_classes: int | None = None,
@@ -294,7 +295,7 @@ def make_batch(task: str, size: Size, runtime: Runtime, num_classes: int | None 
         masks = torch.randint(0, num_classes, (b, s, s), generator=gen)
         masks[:, :, : s // 16] = 255  # some ignored pixels, as on VOC object boundaries
         return images, masks.to(runtime.device)
-    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
 
 
 def task_optimizer(model: L.LightningModule) -> torch.optim.Optimizer:
@@ -751,7 +752,7 @@ def summarise_loop(epochs: Sequence[Mapping[str, Any]], skip_first: int, clock: 
     warm-up; later epochs count from their epoch start (their first data fetch included).
     ``clock`` "wall" reads the ``start``/``end`` marks, "cpu" the ``cpu_start``/``cpu_end`` ones."""
     if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+        raise ConfigError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     begin, end = ("start", "end") if clock == "wall" else ("cpu_start", "cpu_end")
     images = wall = step = 0.0
     for number, epoch in enumerate(epochs):
@@ -767,7 +768,7 @@ def summarise_loop(epochs: Sequence[Mapping[str, Any]], skip_first: int, clock: 
         wall += batches[-1][end] - start
         step += sum(b[end] - b[begin] for b in batches)
     if images == 0:
-        raise ValueError(f"no timed batches: the epochs are not longer than the {skip_first} warm-up batches")
+        raise ConfigError(f"no timed batches: the epochs are not longer than the {skip_first} warm-up batches")
     return LoopTiming(int(images), wall, step, wall - step)
 
 
@@ -1035,4 +1036,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tasks.runtime import exit_on_user_error
+
+    sys.exit(exit_on_user_error(main)())  # bad input: one line, exit status 2

@@ -20,6 +20,7 @@ from data.image_folder import (
 from data.loaders import eval_loader, train_loader
 from data.io import read_rgb
 from data.transforms import classification_eval_transform, classification_train_transform
+from errors import ConfigError
 
 
 class ImageClassificationDataset(Dataset):
@@ -65,13 +66,13 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
-            raise ValueError(f"Unknown classification layout '{layout}'; choose one of {', '.join(LAYOUTS)}.")
+            raise ConfigError(f"Unknown classification layout '{layout}'; choose one of {', '.join(LAYOUTS)}.")
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"val_fraction must be in (0, 1): the held-out part is the validation and test set; got {val_fraction}."
             )
         if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
+            raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
         self.save_hyperparameters()
         # Stored as text: a Path object in the checkpoint would not load with weights_only=True.
         self.hparams["root"] = str(root)
@@ -91,7 +92,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 hp.include_clutter, exclude=bad_paths, index=index,
             )
             if hp.num_classes is not None and hp.num_classes != split.num_classes:
-                raise ValueError(
+                raise ConfigError(
                     f"data.num_classes={hp.num_classes} but the {hp.layout} dataset at '{hp.root}' has "
                     f"{split.num_classes} classes"
                     + (f" after keeping the top {hp.top_fraction:.0%}" if hp.top_fraction is not None else "")

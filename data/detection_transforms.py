@@ -24,6 +24,8 @@ from albumentations.augmentations.crops import functional as fcrops
 from albumentations.augmentations.crops.transforms import BaseCrop
 from albumentations.pytorch import ToTensorV2
 
+from errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MEAN_PIXEL = tuple(255.0 * m for m in IMAGENET_MEAN)  # canvas fill: zero after normalisation
@@ -41,7 +43,7 @@ class ZoomOut(A.Pad):
         super().__init__(padding=0, fill=tuple(fill) if isinstance(fill, Sequence) else fill,
                          border_mode=cv2.BORDER_CONSTANT, p=p)
         if max_ratio < 1:
-            raise ValueError(f"ZoomOut max_ratio must be >= 1, got {max_ratio}")
+            raise ConfigError(f"ZoomOut max_ratio must be >= 1, got {max_ratio}")
         self.max_ratio = max_ratio
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +84,9 @@ class SSDRandomCrop(BaseCrop):
                  max_aspect: float = 2.0, max_trials: int = 50, max_modes: int = 20, p: float = 1.0) -> None:
         super().__init__(p=p)
         if not 0 < min_scale <= 1:
-            raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
+            raise ConfigError(f"min_scale must be in (0, 1], got {min_scale}")
         if max_aspect < 1:
-            raise ValueError(f"max_aspect must be >= 1, got {max_aspect}")
+            raise ConfigError(f"max_aspect must be >= 1, got {max_aspect}")
         self.min_ious = tuple(min_ious)
         self.min_scale, self.max_aspect = min_scale, max_aspect
         self.max_trials, self.max_modes = max_trials, max_modes
@@ -141,7 +143,7 @@ def train_transform(image_size: int = 300, mean: Sequence[float] = IMAGENET_MEAN
                     min_box_size: float = 1.0) -> A.Compose:
     """SSD training augmentation; call with ``image=, bboxes=, labels=, difficult=``."""
     if image_size < 1:
-        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+        raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
     fill = tuple(255.0 * m for m in mean)
     return A.Compose(
         [
@@ -167,7 +169,7 @@ def eval_transform(image_size: int = 300, mean: Sequence[float] = IMAGENET_MEAN,
                    std: Sequence[float] = IMAGENET_STD) -> A.Compose:
     """Resize to ``image_size`` x ``image_size`` and normalise; boxes follow the resize."""
     if image_size < 1:
-        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+        raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
     return A.Compose(
         [
             A.Resize(image_size, image_size, interpolation=cv2.INTER_LINEAR),

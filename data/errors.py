@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from errors import DataError
+from errors import ConfigError, DataError, SuiteError, SuiteFileNotFoundError
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(SuiteFileNotFoundError):
     """A dataset is not where the configuration says; the message explains the expected layout.
+
+    A ``SuiteError`` (the entry points print it as one line) and a ``FileNotFoundError``.
 
     Build it with :meth:`describe` so every message names the path looked at, the expected
     tree and the synthetic fallback. The constructor takes the plain message (like any
@@ -30,14 +32,22 @@ class DatasetNotFoundError(FileNotFoundError):
         return cls("\n".join(lines))
 
 
-class ImageDecodeError(OSError):
+class ImageDecodeError(DataError, OSError):
     """An image file exists but cannot be decoded (corrupt, truncated or not an image)."""
+
+
+class DataFolderInUseError(SuiteError, FileExistsError):
+    """A folder the suite would write a dataset into holds something else."""
+
+
+class DataFolderWriteError(SuiteError, OSError):
+    """A dataset folder the suite must write (the synthetic set) is not writable."""
 
 
 def check_num_classes(num_classes: int | None, class_names, counting: str) -> None:
     """A configured ``num_classes`` must agree with the class names a datamodule reads."""
     if num_classes is not None and num_classes != len(class_names):
-        raise ValueError(
+        raise ConfigError(
             f"num_classes={num_classes} but {len(class_names)} class names were given "
             f"({counting}); make them agree"
         )

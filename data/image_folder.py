@@ -28,7 +28,7 @@ from data.bad_files import BadFile, SampleCheck, SplitCheck
 from data.check_runner import check_samples
 from data.errors import DatasetNotFoundError
 from data.file_checks import image_problem
-from errors import DataError
+from errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 LAYOUTS = ("imagefolder", "flowers", "caltech101", "caltech256")
@@ -231,7 +231,7 @@ def index_classification_dataset(
         "caltech256": lambda: index_caltech256(root, include_clutter),
     }
     if layout not in readers:
-        raise ValueError(f"Unknown classification layout '{layout}'; choose one of {', '.join(LAYOUTS)}.")
+        raise ConfigError(f"Unknown classification layout '{layout}'; choose one of {', '.join(LAYOUTS)}.")
     return readers[layout]()
 
 
@@ -249,7 +249,7 @@ def stratified_split(index: ImageFolderIndex, val_fraction: float = 0.1, seed: i
     split does not change when other classes are added or removed (e.g. the background class).
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}.")
     by_class: list[list[str]] = [[] for _ in index.class_names]
     for path, label in index.samples:
         by_class[label].append(path)
@@ -276,7 +276,7 @@ def keep_top_classes(split: ClassificationSplit, top_fraction: float) -> Classif
     Ties are broken by the original label; the kept classes stay in their original order.
     """
     if not 0.0 < top_fraction <= 1.0:
-        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}.")
+        raise ConfigError(f"top_fraction must be in (0, 1], got {top_fraction}.")
     counts = split.train_class_counts
     keep = top_class_count(split.num_classes, top_fraction)
     ranked = sorted(range(split.num_classes), key=lambda label: (-counts[label], label))

@@ -39,6 +39,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from data.errors import DataFolderInUseError, DataFolderWriteError
+from errors import ConfigError
+
 SYNTHETIC_CLASSES: tuple[str, ...] = (
     "circle",
     "square",
@@ -368,16 +371,19 @@ def _write_once(final_dir: Path, params: dict, write: Callable[[Path], None]) ->
     if _read_marker(final_dir) == params:
         return False
     if final_dir.exists() and (not final_dir.is_dir() or (any(final_dir.iterdir()) and _read_marker(final_dir) is None)):
-        raise FileExistsError(
+        raise DataFolderInUseError(
             f"'{final_dir}' exists and is not a synthetic dataset written by this project (no "
             f"{MARKER_NAME}); refusing to overwrite it. Choose another data.root for the "
             "synthetic data or remove that folder."
         )
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(final_dir)
     temporary = final_dir.parent / f".{final_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
+    try:
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(final_dir)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+    except OSError as error:
+        raise _not_writable(final_dir, error) from error
     try:
         write(temporary)
         # The marker is written last: its presence means the folder is complete.
@@ -388,21 +394,32 @@ def _write_once(final_dir: Path, params: dict, write: Callable[[Path], None]) ->
         if final_dir.exists():  # an older synthetic dataset with other parameters
             shutil.rmtree(final_dir)
         os.replace(temporary, final_dir)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise _not_writable(final_dir, error) from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return True
 
 
+def _not_writable(final_dir: Path, error: OSError) -> DataFolderWriteError:
+    where = f" ({error.filename})" if error.filename else ""
+    return DataFolderWriteError(
+        f"cannot write the synthetic dataset to '{final_dir}': {error.strerror or error}{where}. "
+        "Make that folder writable or point paths.synthetic_dir (or paths.data_dir) at a writable "
+        "folder.")
+
+
 def _check_counts(**counts: int) -> None:
     for name, value in counts.items():
         if not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}.")
 
 
 def _check_num_classes(num_classes: int) -> list[str]:
     if not 1 <= num_classes <= len(SYNTHETIC_CLASSES):
-        raise ValueError(
+        raise ConfigError(
             f"num_classes={num_classes} is not supported by the synthetic dataset: choose "
             f"1..{len(SYNTHETIC_CLASSES)} (classes: {', '.join(SYNTHETIC_CLASSES)})."
         )
@@ -411,7 +428,7 @@ def _check_num_classes(num_classes: int) -> list[str]:
 
 def _check_image_size(image_size: int) -> None:
     if not isinstance(image_size, (int, np.integer)) or image_size < 32:
-        raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}.")
+        raise ConfigError(f"image_size must be an integer >= 32, got {image_size!r}.")
 
 
 def _save_jpeg(image: Image.Image, path: Path) -> None:

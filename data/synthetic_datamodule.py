@@ -85,7 +85,7 @@ def synthetic_datamodule(
         _check_classes(task, num_classes, len(class_names), "classes including background")
         return VOCSegmentationDataModule(root=str(folder), crop_size=image_size,
                                          class_names=class_names, **common)
-    raise ValueError(f"unknown task {task!r} for the synthetic dataset; valid: {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task!r} for the synthetic dataset; valid: {', '.join(TASKS)}")
 
 
 def _report_missing_images(folder: Path, skip: bool) -> None:
@@ -104,7 +104,7 @@ def _report_missing_images(folder: Path, skip: bool) -> None:
 
 def _check_classes(task: str, expected: int, written: int, what: str) -> None:
     if expected != written:
-        raise ValueError(
+        raise ConfigError(
             f"synthetic {task} set has {written} {what} but the config asks for {expected}; "
             f"set synthetic.num_classes={written}"
         )

@@ -19,6 +19,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_CROP_SCALE = (0.25, 1.0)
@@ -27,7 +29,7 @@ EVAL_CROP_FRACTION = 0.875
 
 def _check_size(image_size: int) -> int:
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8 (pixels), got {image_size!r}.")
+        raise ConfigError(f"image_size must be an integer >= 8 (pixels), got {image_size!r}.")
     return image_size
 
 

@@ -25,7 +25,7 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
-from errors import DataError
+from errors import ConfigError, DataError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -78,7 +78,7 @@ def read_split_ids(voc_dir: Path, split: str) -> list[str]:
         )
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not ids:
-        raise ValueError(f"split file {path} lists no image ids")
+        raise DataError(f"split file {path} lists no image ids")
     return ids
 
 
@@ -358,7 +358,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
             years = (years,)
         self.years = tuple(str(y) for y in years)
         if not self.years:
-            raise ValueError("years must name at least one VOC year, e.g. [2007] or [2007, 2012]")
+            raise ConfigError("years must name at least one VOC year, e.g. [2007] or [2007, 2012]")
         self.eval_year = str(eval_year)
         self.root = Path(root)
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split

@@ -23,7 +23,7 @@ from data.file_checks import image_problem, mask_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
-from errors import DataError
+from errors import ConfigError, DataError
 
 VOC_SEG_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -196,7 +196,7 @@ def collate_same_size(batch: list[tuple[torch.Tensor, torch.Tensor]]):
     """default_collate with a clear error when padded evaluation images still differ in size."""
     sizes = {tuple(image.shape[-2:]) for image, _ in batch}
     if len(sizes) > 1:
-        raise ValueError(
+        raise ConfigError(
             f"evaluation images of different sizes {sorted(sizes)} cannot be batched: val_size is "
             "smaller than an image; set data.val_size to at least the largest image side "
             "(500 for VOC2012) or to null (whole images, batch 1)"

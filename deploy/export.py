@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from backbones import fuse_for_inference
 from backbones.pointwise import using_impl
+from errors import ConfigError
 
 RELATIVE_TOLERANCE = 1e-3
 DEFAULT_OPSET = 17
@@ -155,7 +156,7 @@ def exportable(model: nn.Module, example: Tensor, decode_boxes: bool = False) ->
         wrapped = SSDLiteExport(model, example.shape[-2:], decode_boxes)
         return wrapped.eval(), wrapped.output_names
     if decode_boxes:
-        raise ValueError("decode_boxes applies to detection models only")
+        raise ConfigError("--decode-boxes applies to detection models only")
     if isinstance(output, Tensor):
         return model, ["logits"]
     raise TypeError(f"cannot export a model returning {type(output).__name__}; expected logits or "
@@ -246,14 +247,13 @@ def _check(report: ExportReport, original: nn.Module, fused: nn.Module | None, i
 # --------------------------------------------------------------------------- checkpoints
 def load_checkpoint_model(ckpt_path: str | Path) -> tuple[nn.Module, str, dict[str, Any]]:
     """(task module in eval mode, task name, stored run config) of a checkpoint of this suite,
-    loaded safely (weights_only) through eval.py."""
-    from eval import load_task, read_suite_checkpoint
+    loaded safely: weights_only, and only this suite's task classes are built from it."""
     from tasks.base import SUITE_KEY
-    from tasks.runtime import CONFIG_KEY
+    from tasks.suite_checkpoint import CONFIG_KEY, build_task, read_suite_checkpoint
 
     checkpoint = read_suite_checkpoint(ckpt_path)
     task = checkpoint[SUITE_KEY]["task"]
-    return load_task(checkpoint, ckpt_path).eval(), task, checkpoint[CONFIG_KEY]
+    return build_task(checkpoint, ckpt_path).eval(), task, checkpoint[CONFIG_KEY]
 
 
 def trained_image_size(task: str, config: dict[str, Any]) -> int:
@@ -298,7 +298,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> ExportReport:
-    from tasks.runtime import UserError
+    from tasks.runtime import user_error
 
     args = parse_args(argv)
     try:
@@ -311,8 +311,11 @@ def main(argv: Sequence[str] | None = None) -> ExportReport:
     except OnnxMismatchError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         sys.exit(1)
-    except (UserError, ValueError, FileNotFoundError) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a bad-input error
+        shown = user_error(exc)
+        if shown is None:
+            raise
+        print(f"\nerror: {shown}", file=sys.stderr)
         sys.exit(2)
     print(f"{task} model, input [B, 3, {size}, {size}]")
     if args.no_check:

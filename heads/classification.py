@@ -5,6 +5,8 @@ import math
 
 from torch import Tensor, nn
 
+from errors import ConfigError
+
 # Linear-layer init, as the torchvision model of each family does it:
 #   "normal": N(0, 0.01) (MobileNetV2/V3), "uniform": U(+-1/sqrt(num_classes)) (EfficientNet).
 CLASSIFIER_INITS = ("normal", "uniform")
@@ -14,9 +16,9 @@ class ClassificationHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2, init: str = "normal") -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if init not in CLASSIFIER_INITS:
-            raise ValueError(f"unknown classifier init {init!r}; choose one of {CLASSIFIER_INITS}")
+            raise ConfigError(f"unknown classifier init {init!r}; choose one of {CLASSIFIER_INITS}")
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(in_channels, num_classes)

@@ -9,6 +9,8 @@ from torch.nn import functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.ops import Conv2dNormActivation
 
+from errors import ConfigError
+
 # Rates of the DeepLabv3 paper at output stride 16; they scale with the feature resolution.
 ATROUS_RATES_OS16 = (6, 12, 18)
 
@@ -16,7 +18,7 @@ ATROUS_RATES_OS16 = (6, 12, 18)
 def atrous_rates_for(output_stride: int, rates_at_os16: Sequence[int] = ATROUS_RATES_OS16) -> tuple[int, ...]:
     """ASPP rates for a backbone of this output stride: as given at 16, doubled at 8."""
     if output_stride not in (8, 16):
-        raise ValueError(
+        raise ConfigError(
             f"DeepLabv3 needs a backbone of output stride 16 or 8, got {output_stride}; "
             "set backbone.output_stride=16 (default) or 8"
         )
@@ -41,7 +43,7 @@ class DeepLabV3Head(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes must count background too (>= 2), got {num_classes}")
+            raise ConfigError(f"num_classes must count background too (>= 2), got {num_classes}")
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         self.aspp = ASPP(in_channels, self.atrous_rates, channels)
         # torchvision fixes the projection dropout at 0.5; the DeepLabv3 setting here is 0.1.

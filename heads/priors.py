@@ -23,6 +23,8 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
+from errors import ConfigError
+
 # mb2-ssd-lite at 300 px: map k uses BOX_SIZES[k] (min) and BOX_SIZES[k + 1] (max).
 REFERENCE_IMAGE_SIZE = 300
 BOX_SIZES = (60, 105, 150, 195, 240, 285, 330)
@@ -54,12 +56,12 @@ class SSDPriors(nn.Module):
     ) -> None:
         super().__init__()
         if len(box_sizes) != num_maps + 1:
-            raise ValueError(
+            raise ConfigError(
                 f"box_sizes needs num_maps + 1 = {num_maps + 1} values (min of each map, then the "
                 f"max of the last), got {len(box_sizes)}: {tuple(box_sizes)}"
             )
         if any(b <= a for a, b in zip(box_sizes, box_sizes[1:])) or box_sizes[0] <= 0:
-            raise ValueError(f"box_sizes must be positive and increasing, got {tuple(box_sizes)}")
+            raise ConfigError(f"box_sizes must be positive and increasing, got {tuple(box_sizes)}")
         self.num_maps = num_maps
         self.generator = DefaultBoxGenerator(
             [list(aspect_ratios)] * num_maps,

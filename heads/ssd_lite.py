@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.ssd import SSDScoringHead
 from torchvision.ops import Conv2dNormActivation, batched_nms, clip_boxes_to_image
 
+from errors import ConfigError
 from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE, SSDPriors, box_coder
 
 EXTRA_CHANNELS = (512, 256, 256, 64)
@@ -77,7 +78,7 @@ class SSDLiteHead(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
+            raise ConfigError(f"num_classes counts background too and must be >= 2, got {num_classes}")
         in_channels, extra_channels = list(in_channels), list(extra_channels)
         self.num_classes = num_classes
         self.extras = nn.ModuleList(

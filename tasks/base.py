@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from errors import ConfigError
 from tasks.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def backbone_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
         return {"name": spec}
     if isinstance(spec, Mapping) and "name" in spec:
         return dict(spec)
-    raise ValueError(
+    raise ConfigError(
         f"backbone must be a registry name or a mapping with a 'name' key, got {spec!r}"
     )
 
@@ -81,7 +82,7 @@ def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, alpha=alpha, eps=eps,
                                    momentum=0.0 if momentum is None else momentum)
-    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 class TaskBase(L.LightningModule):
@@ -102,7 +103,7 @@ class TaskBase(L.LightningModule):
         optimizer = build_optimizer(self, **opt_cfg)
         total_steps = int(self.trainer.estimated_stepping_batches)
         if not math.isfinite(total_steps) or total_steps <= 0:
-            raise ValueError("set trainer.max_epochs or trainer.max_steps: the lr schedule needs a length")
+            raise ConfigError("set trainer.max_epochs or trainer.max_steps: the lr schedule needs a length")
         max_epochs = self.trainer.max_epochs or 0
         steps_per_epoch = total_steps / max_epochs if max_epochs > 0 else float(total_steps)
         scheduler = build_scheduler(optimizer, total_steps=total_steps,

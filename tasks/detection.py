@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
 
+from errors import ConfigError
 from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE
 from heads.ssd_lite import EXTRA_CHANNELS, SSDLiteHead, SSDLiteOutput, postprocess_detections
 from tasks.base import TaskBase, build_backbone
@@ -71,10 +73,10 @@ class DetectionTask(TaskBase):
         if scheduler is None:
             scheduler = {"name": "cosine", "min_lr_factor": 0.0}
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes counts object classes (background excluded) and must be "
+            raise ConfigError(f"num_classes counts object classes (background excluded) and must be "
                              f">= 1, got {num_classes!r}")
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for num_classes={num_classes} "
+            raise ConfigError(f"{len(class_names)} class names for num_classes={num_classes} "
                              "(object classes, background excluded)")
         self.save_hyperparameters()
         self.backbone = build_backbone(backbone)
@@ -90,6 +92,8 @@ class DetectionTask(TaskBase):
         self.test_map_coco = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
         # COCO scores the top 100 detections per image by definition; keeping 200 is intended.
         self.test_map_coco.warn_on_many_detections = False
+        # Image-weighted loss means synced as metric states: exact under DDP with uneven shards.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._speed_images: Tensor | None = None
         self.test_results: dict[str, Any] = {}
 
@@ -113,7 +117,7 @@ class DetectionTask(TaskBase):
     def training_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> Tensor:
         images, targets = batch
         if images.shape[0] < 2:
-            raise ValueError("training batches need at least 2 images: the last SSD extra layer "
+            raise ConfigError("training batches need at least 2 images: the last SSD extra layer "
                              "normalises 1x1 maps with BatchNorm; raise batch_size")
         losses = self._loss(self(images), targets)
         batch_size = images.shape[0]
@@ -126,7 +130,9 @@ class DetectionTask(TaskBase):
         images, targets = batch
         output = self(images)
         # Loss on the targets as given (difficult boxes included at evaluation).
-        self.log(f"{stage}/loss", self._loss(output, targets)["loss"], batch_size=images.shape[0])
+        loss_mean = self.val_loss if stage == "val" else self.test_loss
+        loss_mean.update(self._loss(output, targets)["loss"], weight=images.shape[0])
+        self.log(f"{stage}/loss", loss_mean)
         return self.postprocess(output, images.shape[-2:])
 
     def validation_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> None:

@@ -17,6 +17,8 @@ from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 from torchvision.ops import box_iou
 
+from errors import ConfigError
+
 # The 11 recall points exactly as voc_eval's ``np.arange(0., 1.1, 0.1)`` computes them (i * 0.1,
 # so the fourth is 0.30000000000000004 and a recall of exactly 3/10 does not reach it).
 _ELEVEN_RECALL_POINTS = torch.arange(11, dtype=torch.float64) * 0.1
@@ -87,16 +89,16 @@ class VOCMeanAveragePrecision(Metric):
             if num_classes is None:
                 num_classes = len(class_names)
             elif len(class_names) != num_classes:
-                raise ValueError(
+                raise ConfigError(
                     f"class_names has {len(class_names)} names but num_classes is {num_classes}; "
                     "give one name per object class (background excluded)"
                 )
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                         or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive int (object classes, background excluded), "
+            raise ConfigError(f"num_classes must be a positive int (object classes, background excluded), "
                              f"got {num_classes!r}")
         if not 0.0 <= float(iou_threshold) < 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold!r}")
+            raise ConfigError(f"iou_threshold must be in [0, 1), got {iou_threshold!r}")
         self.num_classes = num_classes
         self.class_names = class_names
         self.iou_threshold = float(iou_threshold)

@@ -3,6 +3,7 @@ user-facing errors, and the metrics table."""
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
@@ -15,43 +16,94 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
+
+from errors import ConfigError, ConfigTypeError, SuiteError
+from tasks.checkpoint_io import AtomicCheckpointIO
+from tasks.suite_checkpoint import CONFIG_KEY
+
+__all__ = ["CONFIG_KEY", "StoreConfigInCheckpoint", "apply_channels_last", "build_trainer",
+           "exit_on_user_error", "format_metrics_table", "instantiate_group", "instantiate_node",
+           "metrics_to_dict", "resolve_device_defaults", "user_error", "write_json"]
 
 log = logging.getLogger("cogsuite")
 
-CONFIG_KEY = "cogsuite_config"  # the resolved run config, stored in every checkpoint
 
+def user_error(exc: BaseException) -> SuiteError | None:
+    """The bad-input error behind ``exc`` (unwrapping Hydra's InstantiationException), or None.
 
-class UserError(Exception):
-    """A problem with the user's input that we can explain; printed without a traceback."""
-
-
-def _user_facing(exc: BaseException) -> BaseException | None:
-    """The exception to show the user, unwrapping Hydra's InstantiationException."""
-    seen = exc
-    while isinstance(seen, InstantiationException) and seen.__cause__ is not None:
+    Only the suite's own ``SuiteError``s count: anything else may be a bug and keeps its
+    traceback.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SuiteError):
+            return seen
+        if not isinstance(seen, InstantiationException):
+            return None
         seen = seen.__cause__
-    user_types = (UserError, FileNotFoundError, ValueError, KeyError, TypeError)
-    return seen if isinstance(seen, user_types) else None
+    return None
 
 
 def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; an input error (missing dataset, unknown backbone, wrong checkpoint) is
-    printed as one clear message and exits with status 2 instead of a library traceback."""
+    """Run ``fn``; a bad-input error (``errors.SuiteError``: missing dataset, unknown backbone,
+    wrong checkpoint) is printed as one clear message and exits with status 2. Every other
+    exception propagates with its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except MissingMandatoryValue as exc:  # a `???` value the command line must set
+            key = getattr(exc, "full_key", "") or "a required value"
+            print(f"\nerror: {key} is required and was not given: set it on the command line, "
+                  f"e.g. {key}=...", file=sys.stderr)
+            sys.exit(2)
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
-            shown = _user_facing(exc)
+            shown = user_error(exc)
             if shown is None:
                 raise
-            message = shown.args[0] if isinstance(shown, KeyError) and shown.args else str(shown)
-            print(f"\nerror: {message}", file=sys.stderr)
+            print(f"\nerror: {shown}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def _failed_at_call(error: BaseException) -> bool:
+    """True for a TypeError raised while binding arguments to the target (an unknown or missing
+    config key), not from inside the target's code."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "_call_target"
+
+
+def instantiate_node(node: DictConfig, where: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` where a config key the target does not take becomes a
+    ConfigTypeError naming the valid keys, and Lightning's MisconfigurationException (its
+    bad-argument error) a ConfigError."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, TypeError) and _failed_at_call(cause):
+            raise ConfigTypeError(f"{where}: {cause}{_valid_keys(node)}") from exc
+        if isinstance(cause, MisconfigurationException):
+            raise ConfigError(f"{where}: {cause}") from exc
+        raise
+
+
+def _valid_keys(node: DictConfig) -> str:
+    try:
+        from hydra.utils import get_method
+
+        parameters = inspect.signature(get_method(node._target_)).parameters
+    except Exception:  # noqa: BLE001 - the list is a courtesy; the error stands without it
+        return ""
+    names = [n for n, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return f" (valid keys: {', '.join(names)})" if names else ""
 
 
 class StoreConfigInCheckpoint(L.Callback):
@@ -81,30 +133,37 @@ def resolve_device_defaults(cfg: DictConfig) -> None:
             cfg.trainer.sync_batchnorm = False
 
 
-def instantiate_group(group: DictConfig | None) -> list[Any]:
+def instantiate_group(group: DictConfig | None, where: str = "") -> list[Any]:
     """Instantiate every entry of a config group mapping (callbacks, loggers) that has a target."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig)
-            and "_target_" in node]
+    return [instantiate_node(node, f"{where}.{name}" if where else str(name))
+            for name, node in group.items() if isinstance(node, DictConfig) and "_target_" in node]
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any],
                   **overrides: Any) -> L.Trainer:
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+    """The configured Trainer; checkpoints are saved atomically (``AtomicCheckpointIO``) unless
+    the config brings its own plugins."""
+    if not cfg.trainer.get("plugins"):
+        overrides.setdefault("plugins", [AtomicCheckpointIO()])
+    return instantiate_node(cfg.trainer, "trainer", callbacks=callbacks,
+                            logger=loggers or False, **overrides)
 
 
 def _number(value: Any) -> float | None:
+    """A scalar as float (NaN and inf included); None for anything that is not one number."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             return None
         value = value.item()
-    if isinstance(value, (int, float)) and math.isfinite(float(value)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
 
 
 def metrics_to_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Scalar metrics as floats, sorted by name. Non-finite values are kept: a NaN loss is news."""
     out = {}
     for key, value in sorted(metrics.items()):
         number = _number(value)
@@ -113,14 +172,21 @@ def metrics_to_dict(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def format_metrics_table(metrics: Mapping[str, float], title: str = "metrics") -> str:
-    """A markdown table of scalar metrics, grouped by prefix (train/, val/, test/)."""
+def nonfinite_losses(metrics: Mapping[str, float]) -> list[str]:
+    """Names of loss metrics that are NaN or infinite."""
+    return [k for k, v in metrics.items() if "loss" in k.rsplit("/", 1)[-1] and not math.isfinite(v)]
+
+
+def format_metrics_table(metrics: Mapping[str, float | str], title: str = "metrics") -> str:
+    """A markdown table of scalar metrics, grouped by prefix (train/, val/, test/). NaN and inf
+    are shown as such; text values (e.g. a divergence note) are printed as given."""
     if not metrics:
         return f"{title}: (none)"
-    width = max(len(k) for k in metrics)
+    width = max(len(k) for k in [*metrics, title])
     lines = [f"| {title:<{width}} | value      |", f"|{'-' * (width + 2)}|------------|"]
     for key, value in metrics.items():
-        lines.append(f"| {key:<{width}} | {value:>10.4g} |")
+        shown = f"{value:>10.4g}" if isinstance(value, float) else f"{value!s:>10}"
+        lines.append(f"| {key:<{width}} | {shown} |")
     return "\n".join(lines)
 
 

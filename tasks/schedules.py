@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
 
+from errors import ConfigError
+
 SCHEDULES = ("cosine", "cosine_restarts", "warmup_cosine", "constant", "exponential")
 
 
@@ -83,7 +85,7 @@ def build_scheduler(
     if name == "warmup_cosine":
         warmup_steps = max(1, round(warmup_epochs * steps_per_epoch))
         if warmup_steps >= total_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"warm-up of {warmup_epochs} epochs ({warmup_steps} iterations) is not shorter than "
                 f"the whole run ({total_steps} iterations); lower scheduler.warmup_epochs or raise "
                 "trainer.max_epochs"
@@ -94,7 +96,7 @@ def build_scheduler(
         return LambdaLR(optimizer, factor)
     if name == "cosine_restarts":
         if not T_0:
-            raise ValueError("scheduler.name=cosine_restarts needs scheduler.T_0 (iterations of the first cycle)")
+            raise ConfigError("scheduler.name=cosine_restarts needs scheduler.T_0 (iterations of the first cycle)")
         base_lr = optimizer.param_groups[0]["lr"]
         return CosineAnnealingWarmRestarts(
             optimizer, T_0=int(T_0), T_mult=int(T_mult), eta_min=base_lr * float(min_lr_factor)
@@ -103,7 +105,7 @@ def build_scheduler(
         return LambdaLR(optimizer, _constant)
     if name == "exponential":
         if not 0.0 < gamma <= 1.0 or not steps_per_epoch > 0:
-            raise ValueError(f"scheduler.name=exponential needs 0 < scheduler.gamma <= 1 (the factor per "
+            raise ConfigError(f"scheduler.name=exponential needs 0 < scheduler.gamma <= 1 (the factor per "
                              f"epoch) and a known epoch length; got gamma={gamma}, steps_per_epoch={steps_per_epoch}")
         return LambdaLR(optimizer, EpochExponentialFactor(float(steps_per_epoch), float(gamma)))
-    raise ValueError(f"unknown scheduler {name!r}; valid: {', '.join(SCHEDULES)}")
+    raise ConfigError(f"unknown scheduler {name!r}; valid: {', '.join(SCHEDULES)}")

@@ -21,8 +21,10 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from errors import ConfigError
 from heads.deeplabv3 import ATROUS_RATES_OS16, DeepLabV3Head, atrous_rates_for
 from errors import ConfigError
 from tasks.base import TaskBase, build_backbone
@@ -62,7 +64,7 @@ class SegmentationTask(TaskBase):
             scheduler = {"name": "warmup_cosine", "warmup_epochs": 40,
                          "warmup_start_factor": 0.01, "min_lr_factor": 0.01}
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(class_names)} class names for num_classes={num_classes} (background included)")
         if cut not in CUTS:
             raise ConfigError(f"unknown segmentation cut {cut!r}; choose one of {list(CUTS)} "
@@ -80,6 +82,8 @@ class SegmentationTask(TaskBase):
         self.ignore_index = ignore_index
         self.val_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
         self.test_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+        # Image-weighted loss means synced as metric states: exact under DDP with uneven shards.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_results: dict[str, Any] = {}
 
     def forward(self, images: Tensor) -> Tensor:
@@ -95,7 +99,7 @@ class SegmentationTask(TaskBase):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, masks = batch
         if images.shape[0] < 2:
-            raise ValueError(
+            raise ConfigError(
                 "training batches need at least 2 images: the ASPP image-pooling branch normalises "
                 "1x1 maps with BatchNorm; raise batch_size")
         loss = self.loss(self(images), masks)
@@ -105,7 +109,9 @@ class SegmentationTask(TaskBase):
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, confmat: MulticlassConfusionMatrix) -> None:
         images, masks = batch
         logits = self(images)
-        self.log(f"{stage}/loss", self.loss(logits, masks), sync_dist=True, batch_size=images.shape[0])
+        loss_mean = self.val_loss if stage == "val" else self.test_loss
+        loss_mean.update(self.loss(logits, masks), weight=images.shape[0])
+        self.log(f"{stage}/loss", loss_mean)
         confmat.update(logits.argmax(1), masks)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

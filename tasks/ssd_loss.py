@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import box_iou
 
+from errors import ConfigError
 from heads.priors import box_coder
 
 
@@ -88,9 +89,9 @@ class SSDLoss(nn.Module):
     def __init__(self, iou_threshold: float = 0.5, neg_pos_ratio: float = 3.0) -> None:
         super().__init__()
         if not 0 < iou_threshold <= 1:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+            raise ConfigError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if neg_pos_ratio < 0:
-            raise ValueError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
+            raise ConfigError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
         self.iou_threshold = iou_threshold
         self.neg_pos_ratio = neg_pos_ratio
         self.box_coder = box_coder()
