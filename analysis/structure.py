@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from torch import nn
 
 from analysis.runs import Run, resolved
 from benchmarks.complexity import count_macs, count_parameters, on_meta_device, saved_state_dict_kib

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from errors import CheckpointError
+
 # torchvision block layout -> ours. With an expansion conv, ``conv`` is
 # [expand ConvBNAct, depthwise ConvBNAct, project Conv2d, project BN]; without one (t=1) the
 # first entry is missing and everything shifts down by one.
@@ -30,7 +32,7 @@ def convert_torchvision_mobilenet_v2(
     "1.bias"), so it loads into ``nn.Sequential(nn.Dropout(p), nn.Linear(1280, num_classes))``.
     """
     if not is_torchvision_mobilenet_v2(state_dict):
-        raise ValueError(
+        raise CheckpointError(
             "Not a torchvision mobilenet_v2 state dict: expected keys 'features.1.conv.0.0.weight' "
             "and 'classifier.1.weight' (as in torchvision.models.mobilenet_v2().state_dict())."
         )
@@ -46,12 +48,12 @@ def convert_torchvision_mobilenet_v2(
             index, part, leaf = int(m.group(1)), m.group(2), m.group(3)
             table = _WITH_EXPAND if index in blocks_with_expand else _WITHOUT_EXPAND
             if part not in table:
-                raise ValueError(f"Unexpected torchvision mobilenet_v2 key {key!r}.")
+                raise CheckpointError(f"Unexpected torchvision mobilenet_v2 key {key!r}.")
             backbone[f"features.{index}.{table[part]}.{leaf}"] = value
         elif _PLAIN_KEY.match(key):
             backbone[key] = value
         else:
-            raise ValueError(f"Unexpected torchvision mobilenet_v2 key {key!r}.")
+            raise CheckpointError(f"Unexpected torchvision mobilenet_v2 key {key!r}.")
     return backbone, classifier
 
 
@@ -81,7 +83,7 @@ def convert_torchvision_efficientnet_b0(
     dict keeps torchvision's ``Sequential(Dropout, Linear)`` keys ("1.weight", "1.bias").
     """
     if not is_torchvision_efficientnet(state_dict):
-        raise ValueError(
+        raise CheckpointError(
             "Not a torchvision efficientnet state dict: expected keys 'features.1.0.block.0.0.weight' "
             "and 'classifier.1.weight' (as in torchvision.models.efficientnet_b0().state_dict())."
         )
@@ -100,16 +102,16 @@ def convert_torchvision_efficientnet_b0(
             table = _EFFNET_WITH_EXPAND if block in with_expand else _EFFNET_WITHOUT_EXPAND
             part, leaf = table.get(m.group(3)), m.group(4)
             if part is None:
-                raise ValueError(f"Unexpected torchvision efficientnet key {key!r}.")
+                raise CheckpointError(f"Unexpected torchvision efficientnet key {key!r}.")
             if part == "se":
                 module, _, tensor = leaf.partition(".")
                 if module not in _EFFNET_SE:
-                    raise ValueError(f"Unexpected torchvision efficientnet key {key!r}.")
+                    raise CheckpointError(f"Unexpected torchvision efficientnet key {key!r}.")
                 leaf = f"{_EFFNET_SE[module]}.{tensor}"
             backbone[f"features.{flat_index[block]}.{part}.{leaf}"] = value
         elif (m := _EFFNET_PLAIN_KEY.match(key)) and int(m.group(1)) in (0, last_stage):
             index = 0 if int(m.group(1)) == 0 else len(blocks) + 1
             backbone[f"features.{index}.{m.group(2)}"] = value
         else:
-            raise ValueError(f"Unexpected torchvision efficientnet key {key!r}.")
+            raise CheckpointError(f"Unexpected torchvision efficientnet key {key!r}.")
     return backbone, classifier

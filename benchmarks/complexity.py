@@ -46,7 +46,7 @@ import io
 import copy
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,6 @@ from errors import ConfigError, SuiteError
 from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
 from backbones.pointwise import PointwiseConvOp, PointwiseLayer, conv_memory_access_cost, pointwise_spec, using_impl
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
-from errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from data.cifar_transforms import AUGMENTATIONS, cifar_eval_transform, cifar_tra
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
 from data.loaders import eval_loader, train_loader
+from errors import ConfigError
 
 BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 BATCH_FILES = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
@@ -133,12 +134,12 @@ class CIFAR10DataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1): the share of each class held out for "
+            raise ConfigError(f"val_fraction must be in (0, 1): the share of each class held out for "
                              f"validation; got {val_fraction}.")
         if augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown CIFAR augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+            raise ConfigError(f"unknown CIFAR augmentation {augment!r}; choose one of {AUGMENTATIONS}")
         if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
+            raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
         self.save_hyperparameters()
         self.hparams["root"] = str(root)  # text: a Path would not load with weights_only=True
         self._train: CIFARArrays | None = None

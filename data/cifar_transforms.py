@@ -21,6 +21,8 @@ from data.transforms import IMAGENET_MEAN, IMAGENET_STD, _check_size
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from errors import ConfigError  # noqa: E402
+
 CIFAR_IMAGE_SIZE = 32
 AUGMENTATIONS = ("crop_flip", "keras", "none")
 
@@ -47,7 +49,7 @@ def _augmentation(name: str, size: int) -> list:
                 A.HorizontalFlip(p=0.5)]
     if name == "none":
         return []
-    raise ValueError(f"unknown CIFAR augmentation {name!r}; choose one of {AUGMENTATIONS}")
+    raise ConfigError(f"unknown CIFAR augmentation {name!r}; choose one of {AUGMENTATIONS}")
 
 
 def cifar_train_transform(image_size: int, augment: str = "crop_flip") -> A.Compose:

@@ -26,7 +26,6 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from errors import ConfigError
 from heads.deeplabv3 import ATROUS_RATES_OS16, DeepLabV3Head, atrous_rates_for
-from errors import ConfigError
 from tasks.base import TaskBase, build_backbone
 from tasks.segmentation_metrics import segmentation_scores
 

@@ -3,7 +3,6 @@ fast_dev_run step. Real datasets are not on CI machines, so each runs on `data=s
 segmentation rows point `backbone.pretrained` at a classifier checkpoint of the same backbone."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest

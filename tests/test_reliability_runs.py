@@ -3,7 +3,6 @@ reported, checkpoints are saved atomically, the same seed gives the same run, an
 is the uninterrupted one (docs/reliability.md)."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
