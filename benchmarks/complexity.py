@@ -58,7 +58,7 @@ import yaml
 
 from errors import ConfigError, SuiteError
 from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
-from backbones.pointwise import PointwiseConvOp, PointwiseLayer, conv_memory_access_cost, pointwise_spec, using_impl
+from backbones.pointwise import conv_memory_access_cost, copy_memory_access_cost, pointwise_spec, using_impl
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
 
 
@@ -150,15 +150,17 @@ def _is_pointwise_conv(module: nn.Module) -> bool:
 
 def pointwise_memory_access(model: nn.Module, example: Tensor) -> int:
     """ShuffleNetV2 memory access cost of every 1x1 conv that runs in one forward of
-    ``example``, per image, in elements: each ``PointwiseLayer`` (or bare ``PointwiseConvOp``) counts its own
-    (``memory_access_cost``, e.g. COG's concat copy), every other 1x1 ``nn.Conv2d``
-    ``conv_memory_access_cost`` (forward hooks read the actual sizes; batch left out). Linear
-    layers are not counted; a layer that runs twice is counted twice."""
+    ``example``, per image, in elements: a module that knows its own cost (a ``PointwiseLayer``,
+    a bare ``PointwiseConvOp``, a fused kgroup graph: ``memory_access_cost(h, w)``, e.g. COG's
+    concat copy or kgroup's interleave and sum) counts itself and everything inside it; every
+    other 1x1 ``nn.Conv2d`` ``conv_memory_access_cost`` and every other channel shuffle a copy
+    (forward hooks read the actual sizes; batch left out). Linear layers are not counted; a layer that runs twice is counted twice."""
     total = 0
-    layers = [m for m in model.modules() if isinstance(m, PointwiseLayer)]
-    inside = {id(c) for layer in layers for c in layer.modules() if c is not layer}
-    # A bare pointwise op (not wrapped in a layer) counts itself too.
-    layers += [m for m in model.modules() if isinstance(m, PointwiseConvOp) and id(m) not in inside]
+    layers, inside = [], set()
+    for m in model.modules():  # parents come before their children
+        if id(m) not in inside and callable(getattr(m, "memory_access_cost", None)):
+            layers.append(m)
+            inside.update(id(c) for c in m.modules() if c is not m)
 
     def layer_hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         nonlocal total
@@ -173,9 +175,16 @@ def pointwise_memory_access(model: nn.Module, example: Tensor) -> int:
         else:  # a strided 1x1 conv writes a smaller map than it reads
             total += h * w * c_in + h_out * w_out * c_out + c_in * c_out // module.groups
 
+    def shuffle_hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal total
+        total += copy_memory_access_cost(*output.shape[1:])
+
     handles = [m.register_forward_hook(layer_hook) for m in layers]
     handles += [m.register_forward_hook(conv_hook) for m in model.modules()
                 if _is_pointwise_conv(m) and id(m) not in inside]
+    # A channel shuffle left on its own (a fused group_shuffle layer) is a copy.
+    handles += [m.register_forward_hook(shuffle_hook) for m in model.modules()
+                if isinstance(m, nn.ChannelShuffle) and id(m) not in inside]
     was_training = model.training
     model.eval()
     try:

@@ -214,3 +214,18 @@ def test_non_inplace_activations_are_supported():
     out = layer(torch.randn(1, 48, 1, 1))
     assert out.shape == (1, 1152, 1, 1) and bool(((out > 0) & (out < 1)).all())
     assert math.isclose(sum(p.numel() for p in layer.parameters()), 48 * 1152 / 3 + 1152)
+
+
+@pytest.mark.parametrize("name,options,cin,cout", CASES)
+def test_fused_form_keeps_the_memory_traffic_of_its_copies(name, options, cin, cout):
+    """What fusion folds (BN) costs nothing; copies that stay (kgroup's interleave and sum, a
+    shuffle) are still counted in the fused form; COG's concat copy is gone (one dense conv)."""
+    from benchmarks.complexity import pointwise_memory_access
+
+    layer = build(name, options, cin, cout).float()
+    x = torch.randn(1, cin, 5, 5)
+    fused = pointwise_memory_access(layer.fuse(), x)
+    if name == "cog":
+        assert fused == 25 * (cin + cout) + cin * cout  # one dense conv
+    else:
+        assert fused == pointwise_memory_access(layer, x) == layer.memory_access_cost(5, 5)

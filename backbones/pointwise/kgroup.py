@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from errors import ConfigError
 
-from .base import PointwiseConvNormAct, PointwiseLayer, copy_memory_access_cost
+from .base import PointwiseConvNormAct, PointwiseLayer, conv_memory_access_cost, copy_memory_access_cost
 from .registry import register_pointwise
 
 
@@ -35,6 +35,20 @@ def kgroup_groups(in_channels: int, out_channels: int, min_channels_per_group: i
     least ``min_channels_per_group`` input channels per group (1 if none does)."""
     limit = max(1, min(in_channels, out_channels, in_channels // min_channels_per_group))
     return next(d for d in range(limit, 0, -1) if in_channels % d == 0 and out_channels % d == 0)
+
+
+def _convs(unit: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in unit.modules() if isinstance(m, nn.Conv2d)]
+
+
+def _unit_cost(unit: nn.Module, h: int, w: int) -> int:
+    if isinstance(unit, PointwiseLayer):
+        return unit.memory_access_cost(h, w)
+    return sum(conv_memory_access_cost(c.in_channels, c.out_channels, h, w, c.groups) for c in _convs(unit))
+
+
+def _unit_out_channels(unit: nn.Module) -> int:
+    return unit.out_channels if isinstance(unit, PointwiseLayer) else _convs(unit)[-1].out_channels
 
 
 class KGroupGraph(nn.Module):
@@ -46,6 +60,17 @@ class KGroupGraph(nn.Module):
         self.first = first
         self.interleave = interleave
         self.second = second
+
+    def memory_access_cost(self, h: int, w: int) -> int:
+        """Both convs (whatever form they are in: layers, or fused plain convs), the interleave
+        copy, and the sum (read two maps, write one)."""
+        cost = _unit_cost(self.first, h, w)
+        out_channels = _unit_out_channels(self.first)
+        if self.interleave is not None:
+            cost += copy_memory_access_cost(out_channels, h, w)
+        if self.second is not None:
+            cost += _unit_cost(self.second, h, w) + 3 * out_channels * h * w
+        return cost
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.first(x)
@@ -100,15 +125,6 @@ class KGroupPointwise(KGroupGraph, PointwiseLayer):
     def dense_equivalent(self) -> nn.Module:
         return KGroupGraph(self.first.dense_equivalent(), copy.deepcopy(self.interleave),
                            None if self.second is None else self.second.dense_equivalent())
-
-    def memory_access_cost(self, h: int, w: int) -> int:
-        """Both convs, the interleave copy, and the sum (read two maps, write one)."""
-        cost = self.first.memory_access_cost(h, w)
-        if self.interleave is not None:
-            cost += copy_memory_access_cost(self.out_channels, h, w)
-        if self.second is not None:
-            cost += self.second.memory_access_cost(h, w) + 3 * self.out_channels * h * w
-        return cost
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, groups={self.groups}, "
