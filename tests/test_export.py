@@ -81,6 +81,7 @@ def test_onnxruntime_reproduces_pytorch(task, decode, tmp_path):
 def test_fused_and_unfused_pytorch_outputs_agree(task, backbone):
     from backbones import fuse_for_inference
 
+    torch.manual_seed(0)  # the scale check below must not depend on what ran before
     model = build(task, {"name": backbone, "width_mult": 0.35})
     images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     fused = fuse_for_inference(model)
