@@ -1,4 +1,5 @@
-"""Train, validate, then test the best checkpoint, and print a metrics table.
+"""Train, validate, then test (the best checkpoint, or the final weights with test_ckpt=last), and
+print a metrics table.
 
     python train.py task=classification backbone=cog_e2 data=synthetic
     python train.py task=detection backbone=mv2_e2 paths.data_dir=/data      # VOCdevkit/ inside
@@ -18,6 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from errors import ConfigError
 from tasks.runtime import (
     StoreConfigInCheckpoint,
     apply_channels_last,
@@ -57,18 +59,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     results: dict[str, Any] = {}
     if cfg.get("test", True):
+        # test_ckpt: "best" tests the best checkpoint by `monitor`; "last" the final weights (the
+        # detection protocol: its validation may read the test set, see data.val_fraction).
+        which = cfg.get("test_ckpt", "best")
+        if which not in ("best", "last"):
+            raise ConfigError(f"test_ckpt must be 'best' or 'last', got {which!r}")
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        ckpt = best or None
-        if cfg.get("train", True) and not ckpt:
+        ckpt = best or None if which == "best" else None
+        if cfg.get("train", True) and which == "best" and not ckpt:
             log.warning("no best checkpoint was saved; testing the current weights")
         if not cfg.get("train", True):
             ckpt = cfg.get("ckpt_path")
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update(metrics_to_dict(trainer.callback_metrics))
         results = dict(getattr(model, "test_results", {}) or {})
+        results["tested_checkpoint"] = ckpt or "final weights"
         if best:
-            metrics["best_checkpoint_score"] = float(trainer.checkpoint_callback.best_model_score)
+            # Selected on validation; when validation reads the test set that is a test-selected
+            # number, and its key says so.
+            on_test = bool(getattr(datamodule, "validates_on_test", False))
+            key = "best_checkpoint_score_test_selected" if on_test else "best_checkpoint_score"
+            metrics[key] = float(trainer.checkpoint_callback.best_model_score)
             results["best_checkpoint"] = best
+            results["best_checkpoint_selected_on_test_set"] = on_test
 
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)

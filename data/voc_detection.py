@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from data.detection_transforms import eval_transform, train_transform
+from data.detection_transforms import AUGMENTATIONS, NORMALIZATIONS, eval_transform, train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
+from errors import ConfigError
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 
@@ -133,13 +134,15 @@ class VOCDetection(Dataset):
     """
 
     def __init__(self, voc_dir: str | Path, split: str, class_names: Sequence[str] = VOC_CLASSES,
-                 keep_difficult: bool = True, transform: Callable | None = None) -> None:
+                 keep_difficult: bool = True, transform: Callable | None = None,
+                 ids: Sequence[str] | None = None) -> None:
         self.voc_dir = Path(voc_dir)
         self.split = split
         self.class_names = list(class_names)
         self.class_to_label = {name: i + 1 for i, name in enumerate(self.class_names)}
         self.keep_difficult = keep_difficult
-        self.ids = read_split_ids(self.voc_dir, split)
+        # ``ids``: a subset of the split (the held-out validation part, or what is left to train on).
+        self.ids = list(ids) if ids is not None else read_split_ids(self.voc_dir, split)
         missing = [i for i in self.ids[:1] + self.ids[-1:]
                    if not (self.voc_dir / "Annotations" / f"{i}.xml").is_file()]
         if missing:
@@ -191,6 +194,13 @@ class VOCDetectionDataModule(L.LightningDataModule):
     trainval, or 07+12 trainval), validation and test read ``eval_year``'s ``val_split`` /
     ``test_split`` (VOC2007 test; VOC2012 test annotations are not public).
 
+    ``val_fraction > 0`` validates instead on that fraction of the training images, drawn with
+    ``val_seed`` (the same images for every run with that seed) and removed from training, so a
+    checkpoint selected on ``val/map`` is selected without the test set. With the default 0 the
+    validation split is ``val_split`` (VOC2007 test, as the thesis' reference validated):
+    ``validates_on_test`` is then True and the best-``val/map`` checkpoint is test-selected.
+    ``augmentation`` / ``normalization``: see ``data.detection_transforms``.
+
     ``root`` is the folder holding ``VOCdevkit``. A missing dataset raises
     ``DatasetNotFoundError`` here, before anything is built.
     """
@@ -211,8 +221,19 @@ class VOCDetectionDataModule(L.LightningDataModule):
         keep_difficult_in_train: bool = False,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        augmentation: str = "mb2_ssd_lite",
+        normalization: str = "mb2_ssd_lite",
+        val_fraction: float = 0.0,
+        val_seed: int = 0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1) (0 = validate on val_split), got {val_fraction!r}")
+        if augmentation not in AUGMENTATIONS or normalization not in NORMALIZATIONS:
+            raise ConfigError(f"data.augmentation must be one of {AUGMENTATIONS} and data.normalization one "
+                              f"of {NORMALIZATIONS}; got {augmentation!r}, {normalization!r}")
+        self.augmentation, self.normalization = augmentation, normalization
+        self.val_fraction, self.val_seed = float(val_fraction), int(val_seed)
         self.class_names = list(class_names)
         check_num_classes(num_classes, self.class_names, "object classes, background excluded")
         if isinstance(years, (str, int)):
@@ -235,7 +256,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
         for split in dict.fromkeys((val_split, test_split)):
             read_split_ids(self.year_dirs[self.eval_year], split)
         self.train_set: Dataset | None = None
-        self.val_set: VOCDetection | None = None
+        self.val_set: Dataset | None = None
         self.test_set: VOCDetection | None = None
 
     @property
@@ -243,21 +264,52 @@ class VOCDetectionDataModule(L.LightningDataModule):
         """Object classes (background excluded)."""
         return len(self.class_names)
 
+    @property
+    def validates_on_test(self) -> bool:
+        """Whether validation reads the test images (then best-``val/map`` selection is on test)."""
+        return self.val_fraction == 0 and self.val_split == self.test_split
+
     def _eval_set(self, split: str) -> VOCDetection:
         return VOCDetection(self.year_dirs[self.eval_year], split, self.class_names, keep_difficult=True,
-                            transform=eval_transform(self.image_size))
+                            transform=eval_transform(self.image_size, self.normalization))
+
+    def _held_out_ids(self) -> dict[str, set[str]]:
+        """Per year, the training ids held out for validation (``val_fraction`` of all, seeded)."""
+        if self.val_fraction == 0:
+            return {y: set() for y in self.years}
+        pool = [(y, i) for y in self.years for i in read_split_ids(self.year_dirs[y], self.train_split)]
+        count = round(self.val_fraction * len(pool))
+        if not 1 <= count <= len(pool) - 2:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} holds out {count} of {len(pool)} "
+                              "training images; it must leave at least 1 for validation and 2 for training")
+        chosen = np.random.default_rng(self.val_seed).permutation(len(pool))[:count]
+        held: dict[str, set[str]] = {y: set() for y in self.years}
+        for k in chosen:
+            held[pool[k][0]].add(pool[k][1])
+        return held
+
+    def _train_parts(self, held: dict[str, set[str]], validation: bool) -> Dataset:
+        parts = []
+        for year in self.years:
+            ids = read_split_ids(self.year_dirs[year], self.train_split)
+            ids = [i for i in ids if (i in held[year]) == validation]
+            if not ids:
+                continue
+            parts.append(VOCDetection(
+                self.year_dirs[year], self.train_split, self.class_names,
+                keep_difficult=True if validation else self.keep_difficult_in_train,
+                transform=(eval_transform(self.image_size, self.normalization) if validation else
+                           train_transform(self.image_size, self.augmentation, self.normalization)),
+                ids=ids))
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def setup(self, stage: str | None = None) -> None:
+        held = self._held_out_ids() if stage in (None, "fit", "validate") else {}
         if stage in (None, "fit") and self.train_set is None:
-            parts = [
-                VOCDetection(self.year_dirs[y], self.train_split, self.class_names,
-                             keep_difficult=self.keep_difficult_in_train,
-                             transform=train_transform(self.image_size))
-                for y in self.years
-            ]
-            self.train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+            self.train_set = self._train_parts(held, validation=False)
         if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = self._eval_set(self.val_split)
+            self.val_set = (self._train_parts(held, validation=True) if self.val_fraction > 0
+                            else self._eval_set(self.val_split))
         if stage in (None, "test") and self.test_set is None:
             self.test_set = self._eval_set(self.test_split)
 
