@@ -467,3 +467,35 @@ def test_detection_config_builds_the_task_and_voc_datamodule(fixtures_dir, tmp_p
     synthetic = _compose(["task=detection", "data=synthetic"])
     assert synthetic.data.generator.num_classes == synthetic.data.num_classes
     assert synthetic.model.num_classes == synthetic.synthetic.num_classes
+
+
+# ---------------------------------------------------------------- test protocol (train.py)
+
+
+def _tiny_detection_run(tmp_path, synthetic_dir, *overrides):
+    import json
+
+    from train import train
+
+    cfg = compose_config("train", [
+        "task=detection", "data=synthetic", f"paths.synthetic_dir={synthetic_dir}", "backbone=mv2_e2",
+        "backbone.width_mult=0.35", "synthetic.image_size=64", "synthetic.generator.num_train=8",
+        "synthetic.generator.num_test=4", "synthetic.generator.image_size=64", "batch_size=4",
+        "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "model.speed_test_runs=0", *overrides,
+    ], tmp_path)
+    metrics = train(cfg)
+    return metrics, json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_detection_reports_the_final_model_and_labels_test_selected_checkpoints(tmp_path, synthetic_dir):
+    metrics, saved = _tiny_detection_run(tmp_path / "default", synthetic_dir)
+    assert saved["tested_checkpoint"] == "final weights"
+    # Validation read the test split: the best checkpoint's score is labelled as test-selected.
+    assert saved["best_checkpoint_selected_on_test_set"] is True
+    assert "best_checkpoint_score_test_selected" in metrics and "best_checkpoint_score" not in metrics
+
+    metrics, saved = _tiny_detection_run(tmp_path / "held_out", synthetic_dir, "data.val_fraction=0.25",
+                                         "test_ckpt=best")
+    assert saved["tested_checkpoint"].endswith(".ckpt")
+    assert saved["best_checkpoint_selected_on_test_set"] is False and "best_checkpoint_score" in metrics
