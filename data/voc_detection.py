@@ -20,9 +20,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data.detection_transforms import AUGMENTATIONS, NORMALIZATIONS, eval_transform, train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
-from errors import ConfigError
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
+from errors import ConfigError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

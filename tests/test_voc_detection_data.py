@@ -8,7 +8,6 @@ import torch
 
 from data.detection_transforms import SSDRandomCrop, ZoomOut, eval_transform, train_transform
 from data.errors import DatasetNotFoundError
-from errors import ConfigError
 from data.voc_detection import (
     VOC_CLASSES,
     VOCDetection,
@@ -16,6 +15,7 @@ from data.voc_detection import (
     collate_detection,
     parse_voc_xml,
 )
+from errors import ConfigError
 
 LABEL = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}
 
