@@ -115,9 +115,11 @@ class DetectionTask(TaskBase):
         self.save_hyperparameters()
         self.backbone = build_backbone(backbone)
         tap_channels = [self.backbone.feature(tap).channels for tap in FEATURE_TAPS]
-        self.head = SSDLiteHead(tap_channels, num_classes + 1, extra_channels, box_sizes,
-                                aspect_ratios, reference_size, extra_expand_ratios, prior_centers,
-                                shrinkages, head_init)
+        self.head = SSDLiteHead(
+            tap_channels, num_classes + 1, extra_channels=extra_channels, box_sizes=box_sizes,
+            aspect_ratios=aspect_ratios, reference_size=reference_size,
+            extra_expand_ratios=extra_expand_ratios, prior_centers=prior_centers,
+            shrinkages=shrinkages, head_init=head_init)
         self.loss_fn = SSDLoss(iou_threshold, neg_pos_ratio)
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(1, num_classes + 1)]
         self.val_map = VOCMeanAveragePrecision(num_classes=num_classes, use_07_metric=True)
