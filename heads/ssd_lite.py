@@ -170,7 +170,23 @@ def postprocess_detections(
     labels [K] in 1..C)``, sorted by score. (The reference thresholds before taking the top
     candidates; taking the top candidates first and then thresholding keeps the same boxes.)
     """
-    scores, boxes = decode(output)
+    return select_detections(*decode(output), image_size, score_thresh, nms_iou, max_detections,
+                             candidates_per_class, clip_boxes)
+
+
+@torch.no_grad()
+def select_detections(
+    scores: Tensor,
+    boxes: Tensor,
+    image_size: Sequence[int],
+    score_thresh: float = 0.01,
+    nms_iou: float = 0.45,
+    max_detections: int | None = None,
+    candidates_per_class: int = 200,
+    clip_boxes: bool = False,
+) -> list[dict[str, Tensor]]:
+    """``postprocess_detections`` after ``decode``: softmax ``scores [B, P, C + 1]`` and
+    ``boxes [B, P, 4]`` to per-image detections."""
     scores = scores[..., 1:]  # [B, P, C]
     batch, num_priors, num_classes = scores.shape
     if clip_boxes:
