@@ -469,6 +469,18 @@ def test_detection_config_builds_the_task_and_voc_datamodule(fixtures_dir, tmp_p
     synthetic = _compose(["task=detection", "data=synthetic"])
     assert synthetic.data.generator.num_classes == synthetic.data.num_classes
     assert synthetic.model.num_classes == synthetic.synthetic.num_classes
+    # The demo recipe (configs/synthetic_recipe/detection.yaml) applies to the synthetic set only ...
+    assert synthetic.model.optimizer.name == "adamw" and synthetic.batch_size == 8
+    assert synthetic.data.augmentation == "none" and synthetic.model.scheduler.interval == "step"
+    assert cfg.model.optimizer.name == "sgd" and cfg.data.augmentation == "mb2_ssd_lite"
+    # ... and never to the thesis recipe, even on synthetic data.
+    thesis = _compose(["experiment=thesis/table5_4_voc2007_mv2_e2", "data=synthetic"])
+    assert thesis.model.optimizer == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+                                      "decay_norm_and_bias": True}
+    assert thesis.model.scheduler.interval == "epoch" and thesis.model.scheduler.T_max == 200
+    assert (thesis.batch_size, thesis.data.image_size, thesis.data.augmentation) == (24, 300, "mb2_ssd_lite")
+    assert thesis.model.prior_centers == "mb2_ssd_lite" and thesis.test_ckpt == "last"
+    assert thesis.trainer.check_val_every_n_epoch == 5 and thesis.trainer.precision == "32-true"
 
 
 # ---------------------------------------------------------------- test protocol (train.py)
