@@ -1,4 +1,5 @@
-"""Train, validate, then test the best checkpoint, and print a metrics table.
+"""Train, validate, then test (the best checkpoint, or the final weights with test_ckpt=last), and
+print a metrics table.
 
     python train.py task=classification backbone=cog_e2 data=synthetic
     python train.py task=detection backbone=mv2_e2 paths.data_dir=/data      # VOCdevkit/ inside
@@ -24,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from errors import ConfigError
 import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
 from tasks.divergence import NonFiniteLossGuard, TrainingDiverged
 from tasks.reproducibility import EpochSeedCallback
@@ -115,17 +117,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.error("not testing a diverged run; the best checkpoint before it diverged is %s "
                       "(evaluate it with: python eval.py ckpt_path=%s)", best, best)
     elif cfg.get("test", True):
-        ckpt = best or None
-        if cfg.get("train", True) and not ckpt:
+        # test_ckpt: "best" tests the best checkpoint by `monitor`; "last" the final weights (the
+        # detection protocol: its validation may read the test set, see data.val_fraction).
+        which = cfg.get("test_ckpt", "best")
+        if which not in ("best", "last"):
+            raise ConfigError(f"test_ckpt must be 'best' or 'last', got {which!r}")
+        ckpt = (best or None) if which == "best" else None
+        if cfg.get("train", True) and which == "best" and not ckpt:
             log.warning("no best checkpoint was saved; testing the current weights")
         if not cfg.get("train", True):
             ckpt = cfg.get("ckpt_path")
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update(metrics_to_dict(trainer.callback_metrics))
         results = dict(getattr(model, "test_results", {}) or {})
+        results["tested_checkpoint"] = ckpt or "final weights"
     if best:
-        metrics["best_checkpoint_score"] = float(best_callback.best_model_score)
+        # Selected on validation; when validation reads the test set that is a test-selected
+        # number, and its key says so.
+        on_test = bool(getattr(datamodule, "validates_on_test", False))
+        key = "best_checkpoint_score_test_selected" if on_test else "best_checkpoint_score"
+        metrics[key] = float(best_callback.best_model_score)
         results["best_checkpoint"] = best
+        results["best_checkpoint_selected_on_test_set"] = on_test
     if diverged is None and (bad := nonfinite_losses(metrics)):
         diverged = {"reason": f"non-finite {', '.join(bad)} at the end of the run"}
     if guard.skipped_steps:

@@ -184,7 +184,7 @@ def _object_colour(rng: np.random.Generator, class_index: int) -> np.ndarray:
     return _random_colour(rng, hue, (0.55, 1.0), (0.5, 1.0))
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def _background(rng: np.random.Generator, width: int, height: int, clutter: bool = True) -> np.ndarray:
     """Gradient between two muted colours + low-frequency blotches + clutter (uint8 HxWx3)."""
     start = _random_colour(rng, rng.random(), (0.0, 0.35), (0.3, 0.9))
     end = _random_colour(rng, rng.random(), (0.0, 0.35), (0.3, 0.9))
@@ -198,6 +198,8 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     coarse += (rng.random((cells, cells, 3), dtype=np.float32) - 0.5) * 255.0 * rng.uniform(0.05, 0.2)
     coarse = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8))
     image = coarse.resize((width, height), Image.Resampling.BICUBIC)
+    if not clutter:
+        return np.asarray(image)
     draw = ImageDraw.Draw(image)
     side = min(width, height)
     for _ in range(int(rng.integers(2, 8))):  # thin lines
@@ -252,6 +254,7 @@ def render_scene(
     min_visible: float = 0.35,
     attempts: int = 30,
     noise_sigma: tuple[float, float] = (3.0, 10.0),
+    clutter: bool = True,
 ) -> RenderedScene:
     """Draw the background, then the requested objects back to front.
 
@@ -261,7 +264,7 @@ def render_scene(
     fewer objects than requested, never zero when one was requested: the first object has
     nothing to occlude).
     """
-    canvas = np.array(_background(rng, width, height))  # writable uint8 copy
+    canvas = np.array(_background(rng, width, height, clutter))  # writable uint8 copy
     instance_map = np.zeros((height, width), dtype=np.uint8)
     side = min(width, height)
     objects: list[RenderedObject] = []
@@ -321,13 +324,17 @@ def render_classification_scene(rng: np.random.Generator, image_size: int, class
     return render_scene(rng, image_size, image_size, requests, min_visible=0.75)
 
 
-def render_voc_scene(rng: np.random.Generator, image_size: int, num_classes: int) -> RenderedScene:
-    """1-6 objects of random classes, 10-60 % of the shorter side, on a varied-size image."""
+def render_voc_scene(rng: np.random.Generator, image_size: int, num_classes: int,
+                     objects: tuple[int, int] = (1, 6), object_scale: tuple[float, float] = (0.1, 0.6),
+                     clutter: bool = True) -> RenderedScene:
+    """``objects`` (default 1-6) objects of random classes, ``object_scale`` (default 10-60 %) of
+    the shorter side, on a varied-size image; ``clutter=False`` leaves out the background's
+    distractor lines and blobs."""
     width, height = _random_size(rng, image_size)
-    count = int(rng.integers(1, 7))
+    count = int(rng.integers(objects[0], objects[1] + 1))
     classes = rng.integers(0, num_classes, count)
-    requests = [ObjectRequest(int(c), (0.1, 0.6), min_inside=0.4) for c in classes]
-    return render_scene(rng, width, height, requests)
+    requests = [ObjectRequest(int(c), tuple(object_scale), min_inside=0.4) for c in classes]
+    return render_scene(rng, width, height, requests, clutter=clutter)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,6 +431,19 @@ def _check_num_classes(num_classes: int) -> list[str]:
             f"1..{len(SYNTHETIC_CLASSES)} (classes: {', '.join(SYNTHETIC_CLASSES)})."
         )
     return list(SYNTHETIC_CLASSES[:num_classes])
+
+
+_DEFAULT_SCENE_MIX = {"objects": [1, 6], "object_scale": [0.1, 0.6], "clutter": True}
+
+
+def _check_scene_mix(objects: Sequence[int], object_scale: Sequence[float]) -> tuple[list[int], list[float]]:
+    objects, object_scale = [int(v) for v in objects], [float(v) for v in object_scale]
+    if len(objects) != 2 or not 1 <= objects[0] <= objects[1]:
+        raise ValueError(f"objects must be [min, max] with 1 <= min <= max, got {objects}")
+    if len(object_scale) != 2 or not 0 < object_scale[0] <= object_scale[1] <= 1:
+        raise ValueError(f"object_scale must be [min, max] fractions of the shorter side in (0, 1], "
+                         f"got {object_scale}")
+    return objects, object_scale
 
 
 def _check_image_size(image_size: int) -> None:
@@ -639,16 +659,23 @@ def write_voc_detection(
     image_size: int = 160,
     seed: int = 0,
     num_classes: int = len(SYNTHETIC_CLASSES),
+    objects: Sequence[int] = (1, 6),
+    object_scale: Sequence[float] = (0.1, 0.6),
+    clutter: bool = True,
 ) -> list[str]:
     """Write ``root/VOCdevkit/VOC2007`` (JPEGImages, Annotations, ImageSets/Main/{trainval,test}.txt).
 
-    Images are 0.75-1.25 x ``image_size`` per side, with 1-6 objects each; boxes are the
-    visible extent, small or mostly hidden objects are ``difficult``. Returns the class names
-    (the ``<name>`` values, label i + 1 for class_names[i]).
+    Images are 0.75-1.25 x ``image_size`` per side, with ``objects`` (min, max; default 1-6)
+    objects each of ``object_scale`` (default 10-60 %) of the shorter side; ``clutter=False``
+    drops the distractor lines and blobs. Boxes are the visible extent, small or mostly hidden
+    objects are ``difficult``. Returns the class names (the ``<name>`` values, label i + 1 for
+    class_names[i]).
     """
     class_names = _check_num_classes(num_classes)
     _check_counts(num_train=num_train, num_test=num_test)
     _check_image_size(image_size)
+    objects, object_scale = _check_scene_mix(objects, object_scale)
+    scene_mix = {"objects": objects, "object_scale": object_scale, "clutter": bool(clutter)}
     params = {
         "kind": "voc_detection",
         "format_version": SYNTHETIC_FORMAT_VERSION,
@@ -657,6 +684,8 @@ def write_voc_detection(
         "image_size": int(image_size),
         "seed": int(seed),
         "class_names": class_names,
+        # Recorded only when it differs from the default, so existing datasets stay valid.
+        **({"scene_mix": scene_mix} if scene_mix != _DEFAULT_SCENE_MIX else {}),
     }
     ids = [f"{n + 1:06d}" for n in range(num_train + num_test)]
 
@@ -665,7 +694,7 @@ def write_voc_detection(
             (folder / sub).mkdir(parents=True)
         for n, image_id in enumerate(ids):
             rng = np.random.default_rng([seed, _STREAM_DETECTION, n])
-            scene = render_voc_scene(rng, image_size, num_classes)
+            scene = render_voc_scene(rng, image_size, num_classes, objects, object_scale, clutter)
             height, width = scene.instance_map.shape
             annotated = []
             for k, obj in enumerate(scene.objects):

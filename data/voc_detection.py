@@ -20,7 +20,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data.bad_files import BadFile, SampleCheck, SplitCheck, report_bad_files
 from data.check_runner import check_samples
-from data.detection_transforms import eval_transform, train_transform
+from data.detection_transforms import AUGMENTATIONS, NORMALIZATIONS, eval_transform, train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem
 from data.io import read_rgb
@@ -246,13 +246,15 @@ class VOCDetection(Dataset):
     """
 
     def __init__(self, voc_dir: str | Path, split: str, class_names: Sequence[str] = VOC_CLASSES,
-                 keep_difficult: bool = True, transform: Callable | None = None) -> None:
+                 keep_difficult: bool = True, transform: Callable | None = None,
+                 ids: Sequence[str] | None = None) -> None:
         self.voc_dir = Path(voc_dir)
         self.split = split
         self.class_names = list(class_names)
         self.class_to_label = {name: i + 1 for i, name in enumerate(self.class_names)}
         self.keep_difficult = keep_difficult
-        self.ids = read_split_ids(self.voc_dir, split)
+        # ``ids``: a subset of the split (the held-out validation part, or what is left to train on).
+        self.ids = list(ids) if ids is not None else read_split_ids(self.voc_dir, split)
         # Neither the first nor the last annotation: the split belongs to another folder. A few
         # missing files are found and reported with the other bad files by ``check``.
         missing = [i for i in dict.fromkeys(self.ids[:1] + self.ids[-1:])
@@ -314,6 +316,10 @@ class VOCDetection(Dataset):
         return tensor, target
 
 
+def _concat(parts: Sequence[Dataset]) -> Dataset:
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
 def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     """Images stacked to [B,3,H,W]; targets kept as a list of per-image dicts."""
     images, targets = zip(*batch)
@@ -324,6 +330,13 @@ class VOCDetectionDataModule(L.LightningDataModule):
     """VOC detection for SSD: ``years`` and ``train_split`` make the training set (VOC2007
     trainval, or 07+12 trainval), validation and test read ``eval_year``'s ``val_split`` /
     ``test_split`` (VOC2007 test; VOC2012 test annotations are not public).
+
+    ``val_fraction > 0`` validates instead on that fraction of the training images, drawn with
+    ``val_seed`` (the same images for every run with that seed) and removed from training, so a
+    checkpoint selected on ``val/map`` is selected without the test set. With the default 0 the
+    validation split is ``val_split`` (VOC2007 test, as the thesis' reference validated):
+    ``validates_on_test`` is then True and the best-``val/map`` checkpoint is test-selected.
+    ``augmentation`` / ``normalization``: see ``data.detection_transforms``.
 
     ``root`` is the folder holding ``VOCdevkit``. A missing dataset raises
     ``DatasetNotFoundError`` here, before anything is built. ``setup`` checks every image and
@@ -349,8 +362,19 @@ class VOCDetectionDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         skip_bad_files: bool = False,
+        augmentation: str = "mb2_ssd_lite",
+        normalization: str = "mb2_ssd_lite",
+        val_fraction: float = 0.0,
+        val_seed: int = 0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1) (0 = validate on val_split), got {val_fraction!r}")
+        if augmentation not in AUGMENTATIONS or normalization not in NORMALIZATIONS:
+            raise ConfigError(f"data.augmentation must be one of {AUGMENTATIONS} and data.normalization one "
+                              f"of {NORMALIZATIONS}; got {augmentation!r}, {normalization!r}")
+        self.augmentation, self.normalization = augmentation, normalization
+        self.val_fraction, self.val_seed = float(val_fraction), int(val_seed)
         self.class_names = list(class_names)
         check_num_classes(num_classes, self.class_names, "object classes, background excluded")
         self.skip_bad_files = bool(skip_bad_files)
@@ -374,7 +398,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
         for split in dict.fromkeys((val_split, test_split)):
             read_split_ids(self.year_dirs[self.eval_year], split)
         self.train_set: Dataset | None = None
-        self.val_set: VOCDetection | None = None
+        self.val_set: Dataset | None = None
         self.test_set: VOCDetection | None = None
 
     @property
@@ -382,42 +406,76 @@ class VOCDetectionDataModule(L.LightningDataModule):
         """Object classes (background excluded)."""
         return len(self.class_names)
 
+    @property
+    def validates_on_test(self) -> bool:
+        """Whether validation reads the test images (then best-``val/map`` selection is on test)."""
+        return self.val_fraction == 0 and self.val_split == self.test_split
+
     def _eval_set(self, split: str) -> VOCDetection:
         return VOCDetection(self.year_dirs[self.eval_year], split, self.class_names, keep_difficult=True,
-                            transform=eval_transform(self.image_size))
+                            transform=eval_transform(self.image_size, self.normalization))
+
+    def _held_out_ids(self) -> dict[str, set[str]]:
+        """Per year, the training ids held out for validation (``val_fraction`` of all, seeded)."""
+        if self.val_fraction == 0:
+            return {y: set() for y in self.years}
+        pool = [(y, i) for y in self.years for i in read_split_ids(self.year_dirs[y], self.train_split)]
+        count = round(self.val_fraction * len(pool))
+        if not 1 <= count <= len(pool) - 2:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} holds out {count} of {len(pool)} "
+                              "training images; it must leave at least 1 for validation and 2 for training")
+        chosen = np.random.default_rng(self.val_seed).permutation(len(pool))[:count]
+        held: dict[str, set[str]] = {y: set() for y in self.years}
+        for k in chosen:
+            held[pool[k][0]].add(pool[k][1])
+        return held
+
+    def _train_parts(self, held: dict[str, set[str]], validation: bool) -> list[VOCDetection]:
+        parts = []
+        for year in self.years:
+            ids = read_split_ids(self.year_dirs[year], self.train_split)
+            ids = [i for i in ids if (i in held[year]) == validation]
+            if not ids:
+                continue
+            parts.append(VOCDetection(
+                self.year_dirs[year], self.train_split, self.class_names,
+                keep_difficult=True if validation else self.keep_difficult_in_train,
+                transform=(eval_transform(self.image_size, self.normalization) if validation else
+                           train_transform(self.image_size, self.augmentation, self.normalization)),
+                ids=ids))
+        return parts
 
     def setup(self, stage: str | None = None) -> None:
+        held = self._held_out_ids() if stage in (None, "fit", "validate") else {}
         train_parts: list[VOCDetection] = []
-        val_set = test_set = None
+        val_parts: list[VOCDetection] = []
+        test_set = None
         if stage in (None, "fit") and self.train_set is None:
-            train_parts = [
-                VOCDetection(self.year_dirs[y], self.train_split, self.class_names,
-                             keep_difficult=self.keep_difficult_in_train,
-                             transform=train_transform(self.image_size))
-                for y in self.years
-            ]
+            train_parts = self._train_parts(held, validation=False)
         if stage in (None, "fit", "validate") and self.val_set is None:
-            val_set = self._eval_set(self.val_split)
+            val_parts = (self._train_parts(held, validation=True) if self.val_fraction > 0
+                         else [self._eval_set(self.val_split)])
         # ``fit`` checks the test split too: it is read after training, too late to learn of a bad file.
         if stage in (None, "fit", "test") and self.test_set is None:
             test_set = self._eval_set(self.test_split)
-        self._check([*train_parts, val_set, test_set])
+        self._check([*train_parts, *val_parts, test_set])
         if train_parts:
-            self.train_set = train_parts[0] if len(train_parts) == 1 else ConcatDataset(train_parts)
-        self.val_set = val_set or self.val_set
+            self.train_set = _concat(train_parts)
+        if val_parts:
+            self.val_set = _concat(val_parts)
         self.test_set = test_set or self.test_set
 
     def _check(self, datasets: Sequence[VOCDetection | None]) -> None:
-        """Check every sample of ``datasets`` (each split once), report all bad files together
-        or leave them out."""
-        checks: dict[tuple[Path, str], SplitCheck] = {}
+        """Check every sample of ``datasets`` (each set of files once), report all bad files
+        together or leave them out."""
+        checks: dict[tuple, SplitCheck] = {}
         for dataset in filter(None, datasets):
-            key = (dataset.voc_dir, dataset.split)
+            key = (dataset.voc_dir, dataset.split, tuple(dataset.ids))
             if key not in checks:
                 checks[key] = dataset.check()
         report_bad_files(list(checks.values()), DATASET_NAME, self.skip_bad_files, BOX_EDGE_TOLERANCE_PX)
         for dataset in filter(None, datasets):
-            dataset.leave_out(checks[(dataset.voc_dir, dataset.split)].bad_keys)
+            dataset.leave_out(checks[(dataset.voc_dir, dataset.split, tuple(dataset.ids))].bad_keys)
 
     def _loader_options(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "num_workers": self.num_workers,

@@ -1,11 +1,16 @@
-"""SSD-Lite head (MobileNetV2 paper, ``mb2-ssd-lite``): extra layers, class/box predictors, priors.
+"""SSD-Lite head as qfgaohao/pytorch-ssd's ``mb2-ssd-lite``: extra layers, class/box predictors,
+priors, and its post-processing.
 
 Detection features: two backbone taps (roles ``stride16_expansion`` at stride 16 and ``last`` at
-stride 32; MobileNetV2: ``stage5_expand`` and ``last_conv``, other families: docs/families.md),
-then four extra layers (1x1 to half the channels, depthwise 3x3 stride 2, 1x1 to the output
-channels, each with BN + ReLU6), six maps in all. Class and box predictors are separable
-convs (depthwise 3x3 + BN + ReLU6, then a 1x1 conv) on every map but the last, which gets a plain
-1x1 conv as in mb2-ssd-lite (its map is 1x1, so a 3x3 depthwise would only see padding).
+stride 32; for MobileNetV2 the expansion output of block 14 after its ReLU6, 576 ch, and the last
+1x1 conv, 1280 ch; other families: docs/families.md), then four extra layers, six maps in all. Each extra layer is a MobileNetV2 inverted residual with stride 2 (torchvision's
+``InvertedResidual``: 1x1 expansion + BN + ReLU6, depthwise 3x3 + BN + ReLU6, linear 1x1 + BN,
+no residual as the stride is 2) with expand ratios 0.2 / 0.25 / 0.5 / 0.25: 1280 -> 512 (hidden
+256), 512 -> 256 (128), 256 -> 256 (128), 256 -> 64 (64). Class and box predictors on every map
+but the last are separable convs: depthwise 3x3 conv *with bias* + BN + ReLU6, then a 1x1 conv
+with bias (mb2-ssd-lite's ``SeperableConv2d``, ``onnx_compatible=False`` so ReLU6); the last map
+(1x1) gets a plain 1x1 conv. With the ``mv2_e6`` backbone and 20 classes that is 3,388,228
+parameters, as ``create_mobilenetv2_ssd_lite(21)``.
 """
 from __future__ import annotations
 
@@ -15,13 +20,26 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.ssd import SSDScoringHead
+from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.ops import Conv2dNormActivation, batched_nms, clip_boxes_to_image
 
 from errors import ConfigError
-from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE, SSDPriors, box_coder
+from heads.priors import (
+    ASPECT_RATIOS,
+    BOX_SIZES,
+    REFERENCE_IMAGE_SIZE,
+    SHRINKAGES,
+    SSDPriors,
+    box_coder,
+)
 
 EXTRA_CHANNELS = (512, 256, 256, 64)
-HEAD_INIT_STD = 0.03  # torchvision ssdlite: normal(0, 0.03) for extras and predictors
+EXTRA_EXPAND_RATIOS = (0.2, 0.25, 0.5, 0.25)
+# "pytorch": the layers' own default init (what mb2-ssd-lite trains from scratch with);
+# "normal": normal(0, 0.03) weights, zero biases (torchvision's ssdlite320);
+# "xavier": xavier-uniform conv weights (mb2-ssd-lite's init of a new head on a pretrained base).
+HEAD_INITS = ("pytorch", "normal", "xavier")
+HEAD_INIT_STD = 0.03
 
 
 class SSDLiteOutput(NamedTuple):
@@ -30,20 +48,10 @@ class SSDLiteOutput(NamedTuple):
     priors: Tensor  # [P, 4] xyxy in pixels of the input image
 
 
-def extra_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """1x1 -> out/2, depthwise 3x3 stride 2, 1x1 -> out; BN + ReLU6 after each."""
-    mid = out_channels // 2
-    return nn.Sequential(
-        Conv2dNormActivation(in_channels, mid, kernel_size=1, activation_layer=nn.ReLU6),
-        Conv2dNormActivation(mid, mid, kernel_size=3, stride=2, groups=mid, activation_layer=nn.ReLU6),
-        Conv2dNormActivation(mid, out_channels, kernel_size=1, activation_layer=nn.ReLU6),
-    )
-
-
 def separable_predictor(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Depthwise 3x3 + BN + ReLU6, then a 1x1 conv with bias (SSD-Lite's predictor)."""
+    """Depthwise 3x3 (with bias) + BN + ReLU6, then a 1x1 conv with bias (mb2-ssd-lite)."""
     return nn.Sequential(
-        Conv2dNormActivation(in_channels, in_channels, kernel_size=3, groups=in_channels,
+        Conv2dNormActivation(in_channels, in_channels, kernel_size=3, groups=in_channels, bias=True,
                              activation_layer=nn.ReLU6),
         nn.Conv2d(in_channels, out_channels, kernel_size=1),
     )
@@ -57,14 +65,33 @@ def _predictors(channels: Sequence[int], anchors: Sequence[int], columns: int) -
     )
 
 
+def init_head(modules: Sequence[nn.Module], scheme: str) -> None:
+    """Re-initialise the conv weights of ``modules`` (BatchNorm keeps ones/zeros)."""
+    if scheme not in HEAD_INITS:
+        raise ConfigError(f"head_init must be one of {HEAD_INITS}, got {scheme!r}")
+    if scheme == "pytorch":
+        return
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                if scheme == "normal":
+                    nn.init.normal_(m.weight, mean=0.0, std=HEAD_INIT_STD)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                else:
+                    nn.init.xavier_uniform_(m.weight)
+
+
 class SSDLiteHead(nn.Module):
     """Extras + predictors + priors on top of two backbone feature maps.
 
     Args:
         in_channels: channels of the two backbone taps (stride 16, stride 32).
         num_classes: object classes plus background.
-        extra_channels: output channels of the extra layers.
-        box_sizes / aspect_ratios / reference_size: prior settings (see ``heads.priors``).
+        extra_channels / extra_expand_ratios: output channels and expand ratios of the extras.
+        box_sizes / aspect_ratios / reference_size / prior_centers / shrinkages: prior settings
+            (see ``heads.priors``).
+        head_init: ``pytorch`` | ``normal`` | ``xavier`` (see ``HEAD_INITS``).
     """
 
     def __init__(
@@ -75,27 +102,31 @@ class SSDLiteHead(nn.Module):
         box_sizes: Sequence[float] = BOX_SIZES,
         aspect_ratios: Sequence[int] = ASPECT_RATIOS,
         reference_size: float = REFERENCE_IMAGE_SIZE,
+        extra_expand_ratios: Sequence[float] = EXTRA_EXPAND_RATIOS,
+        prior_centers: str = "ssd_paper",
+        shrinkages: Sequence[float] = SHRINKAGES,
+        head_init: str = "pytorch",
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"num_classes counts background too and must be >= 2, got {num_classes}")
         in_channels, extra_channels = list(in_channels), list(extra_channels)
+        if len(extra_expand_ratios) != len(extra_channels):
+            raise ConfigError(f"extra_expand_ratios needs one value per extra layer ({len(extra_channels)}), "
+                              f"got {list(extra_expand_ratios)}")
         self.num_classes = num_classes
         self.extras = nn.ModuleList(
-            extra_block(c_in, c_out)
-            for c_in, c_out in zip([in_channels[-1], *extra_channels[:-1]], extra_channels)
+            InvertedResidual(c_in, c_out, stride=2, expand_ratio=ratio)
+            for c_in, c_out, ratio in zip([in_channels[-1], *extra_channels[:-1]], extra_channels,
+                                          extra_expand_ratios)
         )
         channels = in_channels + extra_channels
-        self.priors = SSDPriors(len(channels), box_sizes, aspect_ratios, reference_size)
+        self.priors = SSDPriors(len(channels), box_sizes, aspect_ratios, reference_size,
+                                centers=prior_centers, shrinkages=shrinkages)
         anchors = self.priors.num_anchors
         self.classification = SSDScoringHead(_predictors(channels, anchors, num_classes), num_classes)
         self.regression = SSDScoringHead(_predictors(channels, anchors, 4), 4)
-        for module in (self.extras, self.classification, self.regression):
-            for m in module.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.normal_(m.weight, mean=0.0, std=HEAD_INIT_STD)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
+        init_head([self.extras, self.classification, self.regression], head_init)
 
     def forward(self, features: Sequence[Tensor], image_size: Sequence[int]) -> SSDLiteOutput:
         maps = list(features)
@@ -109,29 +140,57 @@ class SSDLiteHead(nn.Module):
         return SSDLiteOutput(self.classification(maps), self.regression(maps), priors)
 
 
+def decode(output: SSDLiteOutput) -> tuple[Tensor, Tensor]:
+    """Softmax scores ``[B, P, C + 1]`` and boxes ``[B, P, 4]`` (xyxy pixels, not clipped).
+
+    What mb2-ssd-lite's network returns in test mode, so its latency figure covers this too.
+    """
+    cls_logits, box_regression, priors = output
+    batch, num_priors, _ = cls_logits.shape
+    scores = torch.softmax(cls_logits.float(), dim=-1)
+    boxes = box_coder().decode_single(box_regression.reshape(-1, 4).float(), priors.float().repeat(batch, 1))
+    return scores, boxes.view(batch, num_priors, 4)
+
+
 @torch.no_grad()
 def postprocess_detections(
     output: SSDLiteOutput,
     image_size: Sequence[int],
     score_thresh: float = 0.01,
     nms_iou: float = 0.45,
-    max_detections: int = 200,
+    max_detections: int | None = None,
     candidates_per_class: int = 200,
+    clip_boxes: bool = False,
 ) -> list[dict[str, Tensor]]:
-    """Softmax scores, per-class NMS, top ``max_detections`` per image.
+    """mb2-ssd-lite's predictor, batched: per image and class, the ``candidates_per_class``
+    best priors scoring above ``score_thresh``, hard NMS at ``nms_iou``; no per-image cap
+    (``max_detections=None``) and no clipping before NMS (``clip_boxes=False``) by default.
 
-    As mb2-ssd-lite: each class keeps its ``candidates_per_class`` best priors above
-    ``score_thresh``, then NMS at ``nms_iou`` per class and image. Returns per image
-    ``dict(boxes [K,4] xyxy in pixels of the input image, scores [K], labels [K] in 1..C)``,
-    sorted by score.
+    Returns per image ``dict(boxes [K,4] xyxy in pixels of the input image, scores [K],
+    labels [K] in 1..C)``, sorted by score. (The reference thresholds before taking the top
+    candidates; taking the top candidates first and then thresholding keeps the same boxes.)
     """
-    cls_logits, box_regression, priors = output
-    batch, num_priors, num_columns = cls_logits.shape
-    num_classes = num_columns - 1
-    scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # [B, P, C]
-    boxes = box_coder().decode_single(box_regression.reshape(-1, 4).float(),
-                                      priors.float().repeat(batch, 1))
-    boxes = clip_boxes_to_image(boxes, (int(image_size[0]), int(image_size[1]))).view(batch, num_priors, 4)
+    return select_detections(*decode(output), image_size, score_thresh, nms_iou, max_detections,
+                             candidates_per_class, clip_boxes)
+
+
+@torch.no_grad()
+def select_detections(
+    scores: Tensor,
+    boxes: Tensor,
+    image_size: Sequence[int],
+    score_thresh: float = 0.01,
+    nms_iou: float = 0.45,
+    max_detections: int | None = None,
+    candidates_per_class: int = 200,
+    clip_boxes: bool = False,
+) -> list[dict[str, Tensor]]:
+    """``postprocess_detections`` after ``decode``: softmax ``scores [B, P, C + 1]`` and
+    ``boxes [B, P, 4]`` to per-image detections."""
+    scores = scores[..., 1:]  # [B, P, C]
+    batch, num_priors, num_classes = scores.shape
+    if clip_boxes:
+        boxes = clip_boxes_to_image(boxes, (int(image_size[0]), int(image_size[1])))
 
     k = min(candidates_per_class, num_priors)
     top_scores, top_idx = scores.topk(k, dim=1)  # [B, k, C]
@@ -148,6 +207,8 @@ def postprocess_detections(
     kept_images = image_ids[kept]
     results = []
     for b in range(batch):
-        mine = kept[kept_images == b][:max_detections]  # batched_nms sorts by score
+        mine = kept[kept_images == b]  # batched_nms sorts by score
+        if max_detections is not None:
+            mine = mine[:max_detections]
         results.append({"boxes": top_boxes[mine], "scores": top_scores[mine], "labels": labels[mine]})
     return results

@@ -16,6 +16,7 @@ from tasks.schedules import build_scheduler
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+INTERVALS = ("step", "epoch")  # how often the lr schedule is stepped
 SUITE_KEY = "cogsuite"  # marks checkpoints written by this suite (see on_save_checkpoint)
 
 
@@ -54,13 +55,18 @@ def build_backbone(
     return backbone
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv/linear weights only: decaying BN affine and biases only hurts."""
+def parameter_groups(module: nn.Module, weight_decay: float,
+                     decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only: decaying BN affine and biases only hurts.
+
+    ``decay_norm_and_bias=True`` decays every parameter, as a plain ``torch.optim.SGD(
+    model.parameters(), weight_decay=...)`` does (qfgaohao's train_ssd.py, the thesis' detector).
+    """
     decay, no_decay = [], []
     for p in module.parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim > 1 else no_decay).append(p)
+        (decay if p.ndim > 1 or decay_norm_and_bias else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -70,11 +76,12 @@ def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, A
 def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
                     weight_decay: float = 0.01, momentum: float | None = None,
                     betas: tuple[float, float] = (0.9, 0.999), alpha: float = 0.99,
-                    eps: float = 1e-8) -> torch.optim.Optimizer:
+                    eps: float = 1e-8, decay_norm_and_bias: bool = False) -> torch.optim.Optimizer:
     """``momentum``: SGD's (default 0.9) or RMSprop's (default 0); ``alpha`` / ``eps``: RMSprop's
     smoothing constant and denominator term (torch defaults 0.99 / 1e-8; the Keras RMSprop that
-    seeds 002 and 004 trained with: alpha 0.9 (its rho), eps 1e-7)."""
-    groups = parameter_groups(module, weight_decay)
+    seeds 002 and 004 trained with: alpha 0.9 (its rho), eps 1e-7); ``decay_norm_and_bias``:
+    weight decay on every parameter (mb2-ssd-lite) instead of conv/linear weights only."""
+    groups = parameter_groups(module, weight_decay, decay_norm_and_bias)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
     if name == "sgd":
@@ -86,7 +93,10 @@ def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
 
 
 class TaskBase(L.LightningModule):
-    """Optimizer + per-iteration schedule from ``hparams.optimizer`` / ``hparams.scheduler``.
+    """Optimizer + lr schedule from ``hparams.optimizer`` / ``hparams.scheduler``.
+
+    The schedule is stepped per iteration unless ``scheduler.interval: epoch`` (then its lengths,
+    ``T_max`` and ``warmup_epochs`` count epochs and the lr changes once per epoch).
 
     Subclasses call ``self.save_hyperparameters()`` with ``backbone``, ``optimizer`` and
     ``scheduler`` among their arguments and set ``self.backbone`` and ``self.head``.
@@ -100,16 +110,24 @@ class TaskBase(L.LightningModule):
         if self._trainer is not None and getattr(self.trainer, "fast_dev_run", False):
             # One step checks the wiring only; a 40-epoch warm-up cannot fit in it.
             sch_cfg = {"name": "constant"}
+        interval = sch_cfg.pop("interval", "step")
+        if interval not in INTERVALS:
+            raise ConfigError(f"scheduler.interval must be one of {INTERVALS}, got {interval!r}")
         optimizer = build_optimizer(self, **opt_cfg)
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        if not math.isfinite(total_steps) or total_steps <= 0:
-            raise ConfigError("set trainer.max_epochs or trainer.max_steps: the lr schedule needs a length")
         max_epochs = self.trainer.max_epochs or 0
-        steps_per_epoch = total_steps / max_epochs if max_epochs > 0 else float(total_steps)
+        if interval == "epoch":
+            if max_epochs <= 0:
+                raise ConfigError("scheduler.interval=epoch needs trainer.max_epochs (the schedule's length)")
+            total_steps, steps_per_epoch = max_epochs, 1.0
+        else:
+            total_steps = int(self.trainer.estimated_stepping_batches)
+            if not math.isfinite(total_steps) or total_steps <= 0:
+                raise ConfigError("set trainer.max_epochs or trainer.max_steps: the lr schedule needs a length")
+            steps_per_epoch = total_steps / max_epochs if max_epochs > 0 else float(total_steps)
         scheduler = build_scheduler(optimizer, total_steps=total_steps,
                                     steps_per_epoch=steps_per_epoch, **sch_cfg)
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+                "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1}}
 
     channels_last: bool = False  # set by train.py/eval.py (on by default on CUDA)
 

@@ -1,7 +1,8 @@
-"""Learning-rate schedules of the thesis, as multiplicative factors of the base lr per iteration.
+"""Learning-rate schedules of the thesis, as multiplicative factors of the base lr per interval.
 
-All schedules are stepped once per optimizer step (Lightning ``interval="step"``), so their
-lengths are in iterations. Factor functions are plain and picklable so that LambdaLR state
+Schedules are stepped once per optimizer step (Lightning ``interval="step"``, lengths in
+iterations) unless the task config asks for ``interval: epoch`` (lengths in epochs; the
+detector's thesis recipe). Factor functions are plain and picklable so that LambdaLR state
 survives checkpoint/resume.
 """
 from __future__ import annotations
@@ -25,11 +26,19 @@ def cosine_with_floor(step: int, total_steps: int, min_lr_factor: float) -> floa
 
 @dataclass(frozen=True)
 class CosineFactor:
+    """Cosine to ``min_lr_factor`` over ``total_steps``, read ``offset`` intervals ahead.
+
+    ``offset=1`` is qfgaohao's train_ssd.py with PyTorch >= 1.1: it calls
+    ``CosineAnnealingLR.step()`` at the start of every epoch, before training, so epoch e trains
+    at the lr of e + 1 (and the last of ``T_max`` epochs at the floor).
+    """
+
     total_steps: int
     min_lr_factor: float
+    offset: int = 0
 
     def __call__(self, step: int) -> float:
-        return cosine_with_floor(step, self.total_steps, self.min_lr_factor)
+        return cosine_with_floor(step + self.offset, self.total_steps, self.min_lr_factor)
 
 
 @dataclass(frozen=True)
@@ -77,11 +86,20 @@ def build_scheduler(
     T_0: int | None = None,
     T_mult: int = 1,
     gamma: float = 0.99,
+    T_max: int | None = None,
+    offset: int = 0,
 ) -> LRScheduler:
-    """Build a per-iteration scheduler. ``T_0`` is in iterations (the thesis' 34560 for Caltech-256);
-    ``gamma`` is the per-epoch factor of ``exponential``."""
+    """Build a scheduler; lengths count the intervals it is stepped at (iterations or epochs).
+
+    ``T_0`` is in iterations (the thesis' 34560 for Caltech-256). ``cosine`` only: ``T_max`` is
+    its length (default: the whole run, ``total_steps``) and ``offset`` reads it that many
+    intervals ahead (see ``CosineFactor``). ``exponential``: ``gamma`` is the factor per epoch.
+    """
     if name == "cosine":
-        return LambdaLR(optimizer, CosineFactor(int(total_steps), float(min_lr_factor)))
+        length = int(T_max) if T_max is not None else int(total_steps)
+        if length <= 0 or offset < 0:
+            raise ConfigError(f"scheduler.T_max must be > 0 and scheduler.offset >= 0, got {T_max!r}, {offset!r}")
+        return LambdaLR(optimizer, CosineFactor(length, float(min_lr_factor), int(offset)))
     if name == "warmup_cosine":
         warmup_steps = max(1, round(warmup_epochs * steps_per_epoch))
         if warmup_steps >= total_steps:

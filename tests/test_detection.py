@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+
 import lightning as L
 import pytest
 import torch
@@ -233,13 +234,16 @@ def test_postprocess_threshold_per_class_nms_topk_and_pixels():
     assert strict["labels"].tolist() == [1, 2]
 
 
-def test_postprocess_decodes_offsets_clips_and_separates_images():
+def test_postprocess_decodes_offsets_clips_on_request_and_separates_images():
     priors = torch.tensor([[10, 10, 30, 30], [85, 85, 95, 115]], dtype=torch.float32)
     logits = _logits_from_probs([[[0.1, 0.9], [0.2, 0.8]], [[0.995, 0.005], [0.3, 0.7]]])
     regression = torch.zeros(2, 2, 4)
     regression[0, 0, 0] = 1.0  # dx = 1 -> centre moves 0.1 * width = 2 px
     output = SSDLiteOutput(logits, regression, priors)
-    first, second = postprocess_detections(output, (100, 120))  # H=100, W=120
+    # mb2-ssd-lite does not clip before NMS (the default); clip_boxes=True clips to H=100, W=120.
+    first, second = postprocess_detections(output, (100, 120))
+    torch.testing.assert_close(first["boxes"], torch.tensor([[12.0, 10, 32, 30], [85, 85, 95, 115]]))
+    first, second = postprocess_detections(output, (100, 120), clip_boxes=True)
     torch.testing.assert_close(first["boxes"], torch.tensor([[12.0, 10, 32, 30], [85, 85, 95, 100]]))
     # Image 2: prior 0 scores 0.005, below the threshold.
     assert second["labels"].tolist() == [1] and second["scores"].item() == pytest.approx(0.7)
@@ -254,12 +258,12 @@ def test_head_channels_come_from_feature_info():
         expected = [task.backbone.feature_for(role).channels for role in FEATURE_ROLES]
         first_predictor = task.head.classification.module_list[0][0][0]
         assert first_predictor.in_channels == expected[0]
-        assert task.head.extras[0][0][0].in_channels == expected[1]
+        assert task.head.extras[0].conv[0][0].in_channels == expected[1]
     # The last map gets a plain 1x1 conv, the others separable predictors; 6 anchors everywhere.
     last = task.head.regression.module_list[-1]
     assert isinstance(last, torch.nn.Conv2d) and last.kernel_size == (1, 1) and last.out_channels == 6 * 4
     assert task.head.classification.module_list[2][1].out_channels == 6 * 4  # 3 classes + background
-    assert [block[-1].out_channels for block in task.head.extras] == [512, 256, 256, 64]
+    assert [block.out_channels for block in task.head.extras] == [512, 256, 256, 64]
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -287,9 +291,13 @@ def test_task_forward_and_training_step(backbone):
     detections = task.detect(images)
     assert len(detections) == 2 and all(d["boxes"].shape[1] == 4 for d in detections)
     for d in detections:
-        assert d["boxes"].shape[0] <= 200
-        assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
+        # No per-image cap and no clipping (mb2-ssd-lite): at most 200 candidates per class.
+        assert d["boxes"].shape[0] <= 200 * 3
         assert ((d["labels"] >= 1) & (d["labels"] <= 3)).all()
+    task.hparams.clip_boxes, task.hparams.max_detections = True, 50
+    for d in task.detect(images):
+        assert d["boxes"].shape[0] <= 50
+        assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
 
 
 def test_loss_decreases_on_a_fixed_batch():
@@ -325,6 +333,8 @@ def test_test_epoch_results_with_a_single_class():
     results = task.test_results
     assert list(results["ap_per_class"]) == ["shape"] and results["class_names"] == ["shape"]
     assert 0.0 <= results["map"] <= 1.0 and results["ms_per_image"] > 0
+    # The same passes: network + softmax + decoding, then NMS on top.
+    assert 0 < results["ms_per_image_forward"] <= results["ms_per_image"]
     assert results["ap_per_class"]["shape"] == pytest.approx(results["map"])
 
 
@@ -349,6 +359,67 @@ def test_head_rejects_a_single_column():
         SSDLiteHead([16, 32], num_classes=1)
 
 
+# ---------------------------------------------------------------- training-loop behaviour
+
+
+class _EmptyTargets(torch.utils.data.Dataset):
+    """Images whose every box was lost (e.g. filtered out by the resize)."""
+
+    def __init__(self, boxes: bool = False) -> None:
+        self.boxes = boxes
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index):
+        boxes = torch.tensor([[4.0, 4.0, 40.0, 40.0]]) if self.boxes else torch.zeros(0, 4)
+        return torch.randn(3, 64, 64), {"boxes": boxes, "labels": torch.ones(len(boxes), dtype=torch.long),
+                                         "difficult": torch.zeros(len(boxes), dtype=torch.bool)}
+
+
+def _fit_one_epoch(dataset, tmp_path):
+    from data.voc_detection import collate_detection
+
+    task = DetectionTask({"name": "mv2_e2", "width_mult": 0.35}, num_classes=2,
+                         optimizer={"name": "sgd", "lr": 0.001}, scheduler={"name": "constant"})
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate_detection)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(task, train_dataloaders=loader)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:lightning")
+def test_an_epoch_without_any_positive_box_warns_with_the_likely_cause(tmp_path, recwarn):
+    _fit_one_epoch(_EmptyTargets(boxes=True), tmp_path)
+    assert not [w for w in recwarn if "no prior was matched" in str(w.message)]
+    with pytest.warns(UserWarning, match="no prior was matched to any ground-truth box") as caught:
+        _fit_one_epoch(_EmptyTargets(boxes=False), tmp_path)
+    message = next(str(w.message) for w in caught if "no prior" in str(w.message))
+    assert "training epoch 0" in message and "resize" in message and "difficult" in message
+
+
+def test_thesis_schedule_is_stepped_per_epoch_one_epoch_ahead():
+    from types import SimpleNamespace
+
+    task = DetectionTask({"name": "mv2_e2", "width_mult": 0.35}, num_classes=2)  # thesis defaults
+    task._trainer = SimpleNamespace(max_epochs=200, estimated_stepping_batches=200 * 208, fast_dev_run=False)
+    config = task.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    # Every parameter decayed (BN and biases too): one group with weight decay.
+    decayed = [g for g in optimizer.param_groups if g["weight_decay"] == 5e-4]
+    assert sum(len(g["params"]) for g in decayed) == len(list(task.parameters()))
+    lrs = []
+    for _ in range(200):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # train_ssd.py: CosineAnnealingLR(T_max=200).step() before each epoch -> epoch e at lr(e + 1).
+    for epoch in (0, 1, 99, 198, 199):
+        assert lrs[epoch] == pytest.approx(0.01 * (1 + math.cos(math.pi * (epoch + 1) / 200)) / 2, abs=1e-12)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
 # ---------------------------------------------------------------- Lightning on the VOC fixtures
 
 
@@ -364,7 +435,7 @@ def test_fast_dev_run_on_voc_fixture(backbone, tmp_path, fixtures_dir):
     trainer.fit(task, datamodule)
     assert "val/map" in trainer.callback_metrics
     (results,) = trainer.test(task, datamodule, verbose=False)
-    for key in ("test/map", "test/map_coco", "test/ms_per_image", "test/ap_chair"):
+    for key in ("test/map", "test/map_coco", "test/ms_per_image", "test/ms_per_image_forward", "test/ap_chair"):
         assert key in results
     assert results["test/ms_per_image"] > 0
     assert 0.0 <= results["test/map"] <= 1.0
@@ -389,9 +460,56 @@ def test_detection_config_builds_the_task_and_voc_datamodule(fixtures_dir, tmp_p
     assert datamodule.num_classes == 20 and datamodule.image_size == 300
     task = instantiate(cfg.model)
     assert isinstance(task, DetectionTask)
-    assert task.hparams.optimizer == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+    assert task.hparams.optimizer == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+                                      "decay_norm_and_bias": True}
+    assert task.hparams.scheduler == {"name": "cosine", "min_lr_factor": 0.0, "interval": "epoch", "offset": 1}
+    assert cfg.test_ckpt == "last" and cfg.data.augmentation == "mb2_ssd_lite"
     voc0712 = _compose(["task=detection", "data=voc0712"])
     assert list(voc0712.data.years) == ["2007", "2012"] and voc0712.data.eval_year == "2007"
     synthetic = _compose(["task=detection", "data=synthetic"])
     assert synthetic.data.generator.num_classes == synthetic.data.num_classes
     assert synthetic.model.num_classes == synthetic.synthetic.num_classes
+    # The demo recipe (configs/synthetic_recipe/detection.yaml) applies to the synthetic set only ...
+    assert synthetic.model.optimizer.name == "adamw" and synthetic.batch_size == 8
+    assert synthetic.data.augmentation == "none" and synthetic.model.scheduler.interval == "step"
+    assert cfg.model.optimizer.name == "sgd" and cfg.data.augmentation == "mb2_ssd_lite"
+    # ... and never to the thesis recipe, even on synthetic data.
+    thesis = _compose(["experiment=thesis/table5_4_voc2007_mv2_e2", "data=synthetic"])
+    assert thesis.model.optimizer == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+                                      "decay_norm_and_bias": True}
+    assert thesis.model.scheduler.interval == "epoch" and thesis.model.scheduler.T_max == 200
+    assert (thesis.batch_size, thesis.data.image_size, thesis.data.augmentation) == (24, 300, "mb2_ssd_lite")
+    assert thesis.model.prior_centers == "mb2_ssd_lite" and thesis.test_ckpt == "last"
+    assert thesis.trainer.check_val_every_n_epoch == 5 and thesis.trainer.precision == "32-true"
+
+
+# ---------------------------------------------------------------- test protocol (train.py)
+
+
+def _tiny_detection_run(tmp_path, synthetic_dir, *overrides):
+    import json
+
+    from train import train
+
+    cfg = compose_config("train", [
+        "task=detection", "data=synthetic", f"paths.synthetic_dir={synthetic_dir}", "backbone=mv2_e2",
+        "backbone.width_mult=0.35", "synthetic.image_size=64", "synthetic.generator.num_train=8",
+        "synthetic.generator.num_test=4", "synthetic.generator.image_size=64", "batch_size=4",
+        "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "model.speed_test_runs=0", *overrides,
+    ], tmp_path)
+    metrics = train(cfg)
+    return metrics, json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_detection_reports_the_final_model_and_labels_test_selected_checkpoints(tmp_path, synthetic_dir):
+    metrics, saved = _tiny_detection_run(tmp_path / "default", synthetic_dir)
+    assert saved["tested_checkpoint"] == "final weights"
+    # Validation read the test split: the best checkpoint's score is labelled as test-selected.
+    assert saved["best_checkpoint_selected_on_test_set"] is True
+    assert "best_checkpoint_score_test_selected" in metrics and "best_checkpoint_score" not in metrics
+
+    metrics, saved = _tiny_detection_run(tmp_path / "held_out", synthetic_dir, "data.val_fraction=0.25",
+                                         "test_ckpt=best")
+    assert saved["tested_checkpoint"].endswith(".ckpt")
+    assert saved["best_checkpoint_selected_on_test_set"] is False and "best_checkpoint_score" in metrics

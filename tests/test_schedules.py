@@ -60,3 +60,31 @@ def test_bad_schedule_names_and_lengths_are_explained():
         _lrs({"name": "cosine_restarts", "total_steps": 10, "steps_per_epoch": 1}, 1)
     with pytest.raises(ValueError, match="warm-up"):
         _lrs({"name": "warmup_cosine", "total_steps": 10, "steps_per_epoch": 1, "warmup_epochs": 20}, 1)
+
+
+# The reference's order is exactly what this torch warning is about ("skipping the first value").
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_cosine_offset_and_T_max_reproduce_cosine_annealing_stepped_before_each_epoch():
+    # qfgaohao's train_ssd.py: CosineAnnealingLR(opt, T_max=200), scheduler.step() at the start of
+    # every epoch (PyTorch >= 1.1 semantics), so epoch e trains at torch's lr for step e + 1.
+    param = torch.nn.Parameter(torch.zeros(1))
+    reference_opt = torch.optim.SGD([param], lr=0.01)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=200)
+    expected = []
+    for _ in range(120):
+        reference.step()  # before the epoch
+        expected.append(reference_opt.param_groups[0]["lr"])
+        reference_opt.step()
+    ours = _lrs({"name": "cosine", "total_steps": 120, "steps_per_epoch": 1, "T_max": 200, "offset": 1}, 120, 0.01)
+    assert ours == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_weight_decay_exempts_norm_and_bias_unless_asked():
+    from tasks.base import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    default = build_optimizer(model, name="sgd", lr=0.1, weight_decay=5e-4)
+    assert [len(g["params"]) for g in default.param_groups] == [2, 4]  # 2 weights; biases + BN
+    assert [g["weight_decay"] for g in default.param_groups] == [5e-4, 0.0]
+    everything = build_optimizer(model, name="sgd", lr=0.1, weight_decay=5e-4, decay_norm_and_bias=True)
+    assert [len(g["params"]) for g in everything.param_groups if g["weight_decay"] == 5e-4] == [6]

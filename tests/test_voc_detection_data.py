@@ -15,6 +15,7 @@ from data.voc_detection import (
     collate_detection,
     parse_voc_xml,
 )
+from errors import ConfigError
 
 LABEL = {name: i + 1 for i, name in enumerate(VOC_CLASSES)}
 
@@ -80,8 +81,10 @@ def test_eval_item_resizes_boxes_to_the_network_input(voc2007):
     torch.testing.assert_close(target["boxes"][0], first)
     assert target["labels"].tolist() == [LABEL["chair"]] * 5
     assert target["difficult"].tolist() == [False, False, True, False, True]
-    # ImageNet normalisation: roughly zero-centred values, not 0..1 or 0..255.
-    assert -3 < image.min() < 0 < image.max() < 3
+    # mb2-ssd-lite's (x - 127) / 128: within [-127/128, 1] for 8-bit pixels.
+    assert -127 / 128 <= image.min() < 0 < image.max() <= 1
+    imagenet = VOCDetection(voc2007, "test", transform=eval_transform(300, "imagenet"))[0][0]
+    assert imagenet.min() < -1.5 and imagenet.max() > 1.5
 
 
 def test_unknown_class_names_are_reported(voc2007):
@@ -140,17 +143,20 @@ def _valid(boxes: np.ndarray, size: int, min_size: float = 1.0) -> bool:
                 and (boxes[:, 3] - boxes[:, 1] >= min_size - 1e-6).all())
 
 
-def test_train_augmentation_keeps_boxes_valid_on_fixture_images(voc2007):
+@pytest.mark.parametrize("augmentation", ["mb2_ssd_lite", "ssd_paper"])
+def test_train_augmentation_keeps_boxes_valid_on_fixture_images(voc2007, augmentation):
     dataset = VOCDetection(voc2007, "trainval", keep_difficult=False)
     samples = [dataset.load(i) for i in range(len(dataset))]
-    transform = train_transform(160)
+    transform = train_transform(160, augmentation=augmentation)
     transform.set_random_seed(0)
     sizes = set()
+    # mb2_ssd_lite keeps boxes of any size (the reference filters none); ssd_paper drops < 1 px.
+    min_size = 1.0 if augmentation == "ssd_paper" else 1e-3
     for step in range(120):
         image, boxes, labels, difficult = samples[step % len(samples)]
         out = transform(image=image, bboxes=boxes, labels=labels, difficult=difficult)
         assert out["image"].shape == (3, 160, 160)
-        assert _valid(out["bboxes"], 160)
+        assert _valid(out["bboxes"], 160, min_size)
         assert len(out["labels"]) == len(out["bboxes"]) == len(out["difficult"])
         assert set(np.asarray(out["labels"]).tolist()) <= set(labels.tolist())
         sizes.add(len(out["bboxes"]))
@@ -234,3 +240,46 @@ def test_dataloader_workers_draw_different_augmentations(monkeypatch, voc2007):
         loaders.seed_augmentation_worker(0)
         images.append(torch.stack([copy_in_worker[0][0] for _ in range(3)]))
     assert not torch.equal(images[0], images[1])
+
+
+# ---------------------------------------------------------------- validation split
+
+
+def _ids(dataset) -> list[str]:
+    parts = dataset.datasets if isinstance(dataset, torch.utils.data.ConcatDataset) else [dataset]
+    return [i for part in parts for i in part.ids]
+
+
+def test_default_validation_reads_the_test_split_and_says_so(fixtures_dir):
+    datamodule = VOCDetectionDataModule(fixtures_dir, batch_size=2, num_workers=0, image_size=96)
+    datamodule.setup("fit")
+    assert datamodule.validates_on_test
+    assert _ids(datamodule.val_set) == _ids(VOCDetection(fixtures_dir / "VOCdevkit" / "VOC2007", "test"))
+
+
+def test_val_fraction_holds_out_seeded_trainval_images(fixtures_dir):
+    def split(seed):
+        datamodule = VOCDetectionDataModule(fixtures_dir, batch_size=2, num_workers=0, image_size=96,
+                                            val_fraction=0.25, val_seed=seed)
+        datamodule.setup("fit")
+        return datamodule, _ids(datamodule.train_set), _ids(datamodule.val_set)
+
+    datamodule, train, val = split(0)
+    assert not datamodule.validates_on_test
+    trainval = ["000001", "000002", "000004", "004101"]
+    assert len(val) == 1 and sorted(train + val) == trainval and not set(train) & set(val)
+    assert split(0)[1:] == (train, val)  # same seed, same images
+    assert {tuple(split(s)[2]) for s in range(8)} != {tuple(val)}  # the seed matters
+    # Validation images are read like test images: eval transform, difficult boxes kept.
+    image, target = datamodule.val_set[0]
+    assert image.shape == (3, 96, 96) and "difficult" in target
+    assert datamodule.train_set.transform is not datamodule.val_set.transform
+
+
+def test_val_fraction_and_augmentation_are_checked(fixtures_dir):
+    with pytest.raises(ConfigError, match="val_fraction"):
+        VOCDetectionDataModule(fixtures_dir, val_fraction=1.0)
+    with pytest.raises(ConfigError, match="at least 1 for validation"):
+        VOCDetectionDataModule(fixtures_dir, val_fraction=0.05).setup("fit")
+    with pytest.raises(ConfigError, match="data.augmentation"):
+        VOCDetectionDataModule(fixtures_dir, augmentation="heavy")
