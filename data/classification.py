@@ -106,6 +106,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self.split.num_classes
 
     @property
+    def validates_on_test(self) -> bool:
+        """The held-out split is both the validation and the test set (these datasets have no
+        official test split), so a checkpoint selected on validation is selected on test."""
+        return True
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.split.class_names)
 

@@ -261,6 +261,12 @@ class VOCSegmentationDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def validates_on_test(self) -> bool:
+        """Whether validation reads the test images (VOC2012's test masks are not public, so
+        by default both are ``val``: a checkpoint selected on ``val/miou`` is test-selected)."""
+        return self.val_split == self.test_split
+
     def dataset(self, stage: str) -> VOCSegmentation:
         """The dataset of ``stage`` (train|val|test), built and checked on first use."""
         self._build([stage])

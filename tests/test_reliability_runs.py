@@ -311,7 +311,7 @@ def test_resumed_run_is_the_uninterrupted_run_in_the_same_folder(tmp_path, synth
     assert again["optimizer_states"][0]["state"][0]["exp_avg"].equal(
         reference["optimizer_states"][0]["state"][0]["exp_avg"])
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
-    for key in ("train/loss", "val/loss", "val/acc", "best_checkpoint_score"):
+    for key in ("train/loss", "val/loss", "val/acc", "best_checkpoint_score_test_selected"):
         assert metrics[key] == reference_metrics[key], key
 
     def best_state(checkpoint):
