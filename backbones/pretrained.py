@@ -51,8 +51,9 @@ def load_backbone_weights(
     must be present with the same shape; extra checkpoint tensors are ignored and reported.
     With ``strict_arch`` the backbone name recorded in the checkpoint (if any) must also equal
     ``backbone.name``, even when the shapes match. Output stride does not matter: dilation changes no weights.
+    ``path`` may also be a run folder or a folder of runs: see ``checkpoint_in``.
     """
-    path = Path(path)
+    path = checkpoint_in(path)
     source, checkpoint_name, weights = _backbone_weights(safe_load(path, "backbone checkpoint"), path)
     target_name = getattr(backbone, "name", None)
     target = backbone.state_dict()
@@ -142,6 +143,32 @@ def safe_load(path: Union[str, Path], what: str = "checkpoint") -> object:
 
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text)[:200]
+
+
+RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def checkpoint_in(path: Union[str, Path]) -> Path:
+    """``path`` itself if it is a file; for a run folder its ``checkpoints/last.ckpt``; for a
+    folder of runs (e.g. a table row's ``logs/thesis/table5_1/caltech256_cog_e2``) the newest
+    run's. That is how Table 5.5 starts from the newest Table 5.1 classifier of its backbone."""
+    path = Path(path)
+    if not path.exists():
+        raise SuiteFileNotFoundError(
+            f"backbone checkpoint not found: {path} is neither a checkpoint file nor a run folder; "
+            "train the run it comes from first (Table 5.5 starts from the Table 5.1 Caltech-256 "
+            "row of the same backbone) or fix backbone.pretrained")
+    if not path.is_dir():
+        return path
+    candidates = [path / RUN_CHECKPOINT] if (path / RUN_CHECKPOINT).is_file() else \
+        sorted(path.glob(f"*/{RUN_CHECKPOINT.as_posix()}"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise SuiteFileNotFoundError(
+            f"no finished run under {path} (looked for {RUN_CHECKPOINT.as_posix()} and "
+            f"*/{RUN_CHECKPOINT.as_posix()}): train the run this one starts from first (for Table "
+            "5.5: the Table 5.1 Caltech-256 row of the same backbone), or set backbone.pretrained "
+            "to a checkpoint file")
+    return candidates[-1]
 
 
 def _backbone_weights(obj: object, path: Path) -> tuple[str, Optional[str], dict[str, Tensor]]:

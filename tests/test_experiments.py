@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from tests.helpers import CONFIG_DIR, compose_config
 
@@ -116,7 +116,7 @@ def test_experiment_fast_dev_run(experiment, tmp_path, experiment_data_dir, clas
                                    f"paths.synthetic_dir={experiment_data_dir}",
                                    "++trainer.fast_dev_run=true"], tmp_path)
     with open_dict(cfg):
-        if cfg.backbone.get("pretrained"):
+        if OmegaConf.to_container(cfg.backbone, resolve=False).get("pretrained"):
             cfg.backbone.pretrained = str(classifier_checkpoints[cfg.backbone.name])
         # Small synthetic sets: composing and one step per stage is what is checked here.
         gen = cfg.synthetic.generator
@@ -130,3 +130,44 @@ def test_experiment_fast_dev_run(experiment, tmp_path, experiment_data_dir, clas
             cfg.data.num_classes = 2
     metrics = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics
+
+
+def test_table_rows_get_unique_run_folders_and_table_5_5_finds_the_newest_classifier(tmp_path):
+    """A table row's runs share its folder but never a run folder; Table 5.5 starts from the
+    newest finished Table 5.1 Caltech-256 run of its backbone, or says which run to train first."""
+    import os
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from errors import SuiteFileNotFoundError
+    from tasks.run_dirs import run_id
+
+    def composed(experiment: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+            return compose("train", overrides=[f"experiment={experiment}", f"paths.log_dir={tmp_path}"],
+                           return_hydra_config=True)
+
+    run = Path(composed("thesis/table5_1_caltech256_cog_e2").hydra.run.dir)
+    assert run.parent == tmp_path / "thesis" / "table5_1" / "caltech256_cog_e2"
+    assert run.name.endswith(f"_cog_e2_{run_id()}")
+
+    from backbones import create_backbone, load_backbone_weights
+    from backbones.pretrained import checkpoint_in
+
+    table5_5 = composed("thesis/table5_5_voc2012_cog_e2")
+    folder = tmp_path / "thesis" / "table5_1" / "caltech256_cog_e2"
+    assert Path(table5_5.backbone.pretrained) == folder
+    with pytest.raises(SuiteFileNotFoundError, match=r"not found: .*caltech256_cog_e2 is neither.*Table 5.1"):
+        load_backbone_weights(create_backbone("cog_e2"), table5_5.backbone.pretrained)
+    folder.mkdir(parents=True)
+    with pytest.raises(SuiteFileNotFoundError, match=r"no finished run under .*caltech256_cog_e2.*Table 5.1"):
+        load_backbone_weights(create_backbone("cog_e2"), table5_5.backbone.pretrained)
+    for age, name in ((100, "2026-01-01_00-00-00_cog_e2_aaaaaaaa"), (0, "2026-02-01_00-00-00_cog_e2_bbbbbbbb")):
+        ckpt = folder / name / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
+        os.utime(ckpt, (ckpt.stat().st_mtime - age,) * 2)
+    newest = folder / "2026-02-01_00-00-00_cog_e2_bbbbbbbb"
+    assert checkpoint_in(folder) == newest / "checkpoints" / "last.ckpt"  # a folder of runs
+    assert checkpoint_in(newest) == newest / "checkpoints" / "last.ckpt"  # a run folder
