@@ -114,7 +114,8 @@ class SSDLiteExport(nn.Module):
 
     ``decode_boxes=False``: (cls_logits, box_regression). ``decode_boxes=True``: (scores,
     boxes): softmax scores and boxes decoded against the priors of ``image_size`` (a constant
-    buffer) in xyxy pixels, clipped to the image, as ``postprocess_detections`` does before NMS.
+    buffer) in xyxy pixels, clipped to the image (``postprocess_detections`` clips before NMS only
+    with ``clip_boxes=True``; the thesis' predictor does not).
     """
 
     def __init__(self, detector: nn.Module, image_size: Sequence[int], decode_boxes: bool = False) -> None:
