@@ -22,7 +22,7 @@ from torchvision.datasets import CIFAR10
 from data.cifar_transforms import AUGMENTATIONS, cifar_eval_transform, cifar_train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
-from data.loaders import eval_loader, train_loader
+from data.loaders import split_loader
 from errors import ConfigError
 
 BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
@@ -185,13 +185,8 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def _loader(self, dataset: CIFARDataset, train: bool) -> DataLoader:
         hp = self.hparams
-        options = {"batch_size": hp.batch_size, "num_workers": hp.num_workers,
-                   "pin_memory": hp.pin_memory and torch.cuda.is_available(),
-                   "persistent_workers": hp.persistent_workers}
-        if train:
-            # A last training batch of one sample breaks BatchNorm; drop it when there are more.
-            return train_loader(dataset, drop_last=len(dataset) > hp.batch_size, **options)
-        return eval_loader(dataset, **options)
+        return split_loader(dataset, train, hp.batch_size, hp.num_workers, hp.pin_memory,
+                            hp.persistent_workers)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

@@ -17,7 +17,7 @@ from data.image_folder import (
     dataset_name,
     index_classification_dataset,
 )
-from data.loaders import eval_loader, train_loader
+from data.loaders import split_loader
 from data.io import read_rgb
 from data.transforms import classification_eval_transform, classification_train_transform
 from errors import ConfigError
@@ -128,13 +128,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: ImageClassificationDataset, train: bool) -> DataLoader:
         hp = self.hparams
-        options = {"batch_size": hp.batch_size, "num_workers": hp.num_workers,
-                   "pin_memory": hp.pin_memory and torch.cuda.is_available(),
-                   "persistent_workers": hp.persistent_workers}
-        if train:
-            # A last training batch of one sample breaks BatchNorm; drop it when there are more.
-            return train_loader(dataset, drop_last=len(dataset) > hp.batch_size, **options)
-        return eval_loader(dataset, **options)
+        return split_loader(dataset, train, hp.batch_size, hp.num_workers, hp.pin_memory,
+                            hp.persistent_workers)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

@@ -186,3 +186,16 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int,
         persistent_workers=persistent_workers and num_workers > 0,
         generator=_generator(run_seed()),
     )
+
+
+
+def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int,
+                 pin_memory: bool = True, persistent_workers: bool = True) -> DataLoader:
+    """``train_loader`` or ``eval_loader`` for a classification split. A last training batch of
+    one sample breaks BatchNorm, so it is dropped whenever the split holds more than a batch."""
+    options = {"batch_size": batch_size, "num_workers": num_workers,
+               "pin_memory": pin_memory and torch.cuda.is_available(),
+               "persistent_workers": persistent_workers}
+    if train:
+        return train_loader(dataset, drop_last=len(dataset) > batch_size, **options)
+    return eval_loader(dataset, **options)
