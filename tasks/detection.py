@@ -27,7 +27,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
-from torchmetrics.detection import MeanAveragePrecision
 
 from errors import ConfigError
 from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE, SHRINKAGES
@@ -41,6 +40,7 @@ from heads.ssd_lite import (
     select_detections,
 )
 from tasks.base import TaskBase, build_backbone
+from tasks.coco_metric import COCOMeanAveragePrecision
 from tasks.metrics import VOCMeanAveragePrecision
 from tasks.ssd_loss import SSDLoss
 
@@ -129,7 +129,7 @@ class DetectionTask(TaskBase):
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(1, num_classes + 1)]
         self.val_map = VOCMeanAveragePrecision(num_classes=num_classes, use_07_metric=True)
         self.test_map = VOCMeanAveragePrecision(num_classes=num_classes, use_07_metric=True)
-        self.test_map_coco = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        self.test_map_coco = COCOMeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
         # COCO scores the top 100 detections per image by definition; keeping more is intended.
         self.test_map_coco.warn_on_many_detections = False
         # Image-weighted loss means synced as metric states: exact under DDP with uneven shards.
