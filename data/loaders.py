@@ -24,6 +24,7 @@ evaluation steps do no per-step collectives (no ``sync_dist=True`` on step-level
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -79,10 +80,17 @@ class EpochShuffleSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=dist.get_world_size() if distributed else 1,
                          rank=dist.get_rank() if distributed else 0, shuffle=True, seed=seed,
                          drop_last=drop_last)
+        self._skip = 0
+
+    def skip_next(self, samples: int) -> None:
+        """The next pass starts after its first ``samples`` indices (a mid-epoch resume:
+        ``tasks.reproducibility``); passes after it are whole again."""
+        self._skip = int(samples)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return ((index, epoch) for index in super().__iter__())
+        epoch, skip, self._skip = self.epoch, self._skip, 0
+        indices = itertools.islice(super().__iter__(), skip, None)
+        return ((index, epoch) for index in indices)
 
 
 class _IteratorOnFirstNext:
