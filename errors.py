@@ -6,8 +6,17 @@ message and exit with status 2. Anything else is a bug and keeps its full traceb
 
 Each class also derives from the builtin exception that names the kind of problem
 (ValueError, FileNotFoundError, ...), so library-style ``except ValueError`` still works.
+
+``exit_on_user_error`` is that shortening, for every command-line entry point (train, eval,
+per-class analysis, export, report, benchmarks); it lives here so light tools need not import
+the training stack.
 """
 from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
 
 
 class SuiteError(Exception):
@@ -32,3 +41,53 @@ class DataError(SuiteError, ValueError):
 
 class SuiteFileNotFoundError(SuiteError, FileNotFoundError):
     """A file or folder the user pointed at does not exist."""
+
+
+def user_error(exc: BaseException) -> SuiteError | None:
+    """The bad-input error behind ``exc`` (unwrapping Hydra's InstantiationException), or None.
+
+    Only the suite's own ``SuiteError``s count: anything else may be a bug and keeps its
+    traceback.
+    """
+    from hydra.errors import InstantiationException
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SuiteError):
+            return seen
+        if not isinstance(seen, InstantiationException):
+            return None
+        seen = seen.__cause__
+    return None
+
+
+def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn``; bad input (a ``SuiteError``: missing dataset, unknown backbone, wrong
+    checkpoint; a ``???`` config value left unset; an override Hydra cannot compose) is printed
+    as one clear message and exits with status 2. Every other exception propagates with its
+    traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hydra.errors import ConfigCompositionException
+        from omegaconf.errors import MissingMandatoryValue
+
+        try:
+            return fn(*args, **kwargs)
+        except MissingMandatoryValue as exc:
+            key = getattr(exc, "full_key", "") or "a required value"
+            _exit(f"{key} is required and was not given: set it on the command line, e.g. {key}=...")
+        except ConfigCompositionException as exc:  # Hydra's own message names the bad override
+            _exit(str(exc))
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
+            shown = user_error(exc)
+            if shown is None:
+                raise
+            _exit(str(shown))
+
+    return wrapper
+
+
+def _exit(message: str) -> None:
+    print(f"\nerror: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from errors import CheckpointError, DataError
+from errors import CheckpointError, DataError, exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CSV_COLUMNS = ("rank", "class_index", "class_name", "train_samples", "test_samples", "correct",
@@ -262,23 +261,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
-    from hydra.errors import ConfigCompositionException
-
-    from tasks.runtime import user_error
-
     args = parse_args(argv)
-    try:
-        paths = analyse(args.ckpt, args.out, args.overrides, args.rerun)
-    except ConfigCompositionException as exc:  # Hydra's own message for a bad override
-        print(f"\nerror: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a bad-input error
-        shown = user_error(exc)
-        if shown is None:
-            raise
-        print(f"\nerror: {shown}", file=sys.stderr)
-        sys.exit(2)
+    paths = analyse(args.ckpt, args.out, args.overrides, args.rerun)
     for path in paths.values():
         print(f"written: {path}")
     return paths

@@ -21,7 +21,6 @@ used or skipped, with the reason) and ``pareto_<task>_<dataset>.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from analysis.stats import CONFIDENCE
 from analysis.structure import StructureCache
 from analysis.tables import Table, difference_table, metric_tables, to_latex, to_markdown
 from benchmarks.common import write_csv
-from errors import ConfigError, DataError, SuiteError, SuiteFileNotFoundError
+from errors import ConfigError, DataError, SuiteFileNotFoundError, exit_on_user_error
 
 RUN_COLUMNS = ("path", "task", "dataset", "backbone", "seed", "status", "metric", "value", "reason")
 
@@ -205,23 +204,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> Report:
     args = parse_args(argv)
     datasets = [d.strip() for d in args.data.split(",") if d.strip()] if args.data else None
-    try:
-        report = build_report(
-            args.paths, task=args.task, datasets=datasets, metric=args.metric,
-            baseline=args.baseline or "mv2", candidate=args.candidate or "cog",
-            structure=not args.no_structure, confidence=args.confidence, fmt=args.format)
-        print(report.text)
-        if not report.results:
-            raise DataError(f"none of the {len(report.runs)} runs found is complete; "
-                            "see the skipped runs above")
-        out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
-        written = write_outputs(report, out, args.format, plots=not args.no_plot)
-    except SuiteError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        sys.exit(2)
+    report = build_report(
+        args.paths, task=args.task, datasets=datasets, metric=args.metric,
+        baseline=args.baseline or "mv2", candidate=args.candidate or "cog",
+        structure=not args.no_structure, confidence=args.confidence, fmt=args.format)
+    print(report.text)
+    if not report.results:
+        raise DataError(f"none of the {len(report.runs)} runs found is complete; "
+                        "see the skipped runs above")
+    out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
+    written = write_outputs(report, out, args.format, plots=not args.no_plot)
     print("written: " + ", ".join(str(p) for p in written))
     return report
 

@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import yaml
 
-from errors import ConfigError, SuiteError
+from errors import ConfigError, exit_on_user_error
 from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
 from backbones.pointwise import conv_memory_access_cost, copy_memory_access_cost, pointwise_spec, using_impl
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
@@ -491,6 +491,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     if args.threads is not None:
@@ -500,15 +501,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    try:
-        choices = model_choices(args.backbones, args.pointwise, args.settings)
-        rows = complexity_table(
-            args.tasks, choices, latency=not args.no_latency, fused=args.fused,
-            repeats=args.repeats, warmup=args.warmup, width_mult=args.width_mult,
-            latency_impl=args.impl, size_classes=args.classes, log=log,
-        )
-    except SuiteError as error:
-        raise SystemExit(f"error: {error}") from None
+    choices = model_choices(args.backbones, args.pointwise, args.settings)
+    rows = complexity_table(
+        args.tasks, choices, latency=not args.no_latency, fused=args.fused,
+        repeats=args.repeats, warmup=args.warmup, width_mult=args.width_mult,
+        latency_impl=args.impl, size_classes=args.classes, log=log,
+    )
     print(f"\n{machine_description()}")
     for task in args.tasks:
         print(f"- {task}: {TASKS[task].description}" + (
@@ -535,6 +533,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from tasks.runtime import exit_on_user_error
-
-    exit_on_user_error(main)()  # bad input: one line, exit status 2
+    main()

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.common import machine_description, markdown_table, write_csv
-from errors import ConfigError
+from errors import ConfigError, exit_on_user_error
 
 TASKS = ("classification", "detection", "segmentation")
 BACKBONES = ("mv2_e2", "cog_e2", "mv2_e6", "cog_e6")
@@ -1036,6 +1036,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tasks.runtime import exit_on_user_error
-
     sys.exit(exit_on_user_error(main)())  # bad input: one line, exit status 2

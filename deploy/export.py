@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from backbones import fuse_for_inference
 from backbones.pointwise import using_impl
-from errors import ConfigError
+from errors import ConfigError, exit_on_user_error
 
 RELATIVE_TOLERANCE = 1e-3
 DEFAULT_OPSET = 17
@@ -298,9 +298,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> ExportReport:
-    from tasks.runtime import user_error
-
     args = parse_args(argv)
     try:
         model, task, config = load_checkpoint_model(args.ckpt)
@@ -309,15 +308,9 @@ def main(argv: Sequence[str] | None = None) -> ExportReport:
         example = torch.zeros(1, 3, size, size)
         report = export_onnx(model, example, out, fuse=args.fuse, opset=args.opset,
                              decode_boxes=args.decode_boxes, check=not args.no_check)
-    except OnnxMismatchError as exc:
+    except OnnxMismatchError as exc:  # not bad input: the exported graph computes something else
         print(f"\nFAILED: {exc}", file=sys.stderr)
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a bad-input error
-        shown = user_error(exc)
-        if shown is None:
-            raise
-        print(f"\nerror: {shown}", file=sys.stderr)
-        sys.exit(2)
     print(f"{task} model, input [B, 3, {size}, {size}]")
     if args.no_check:
         print(f"exported: {report.path} (not checked)")

@@ -2,13 +2,11 @@
 user-facing errors, and the metrics table."""
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import logging
 import math
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import MissingMandatoryValue
 
-from errors import ConfigError, ConfigTypeError, SuiteError
+from errors import ConfigError, ConfigTypeError, exit_on_user_error, user_error
 from tasks.checkpoint_io import AtomicCheckpointIO
 from tasks.suite_checkpoint import CONFIG_KEY
 
@@ -29,46 +26,6 @@ __all__ = ["CONFIG_KEY", "StoreConfigInCheckpoint", "apply_channels_last", "buil
            "metrics_to_dict", "resolve_device_defaults", "user_error", "write_json"]
 
 log = logging.getLogger("cogsuite")
-
-
-def user_error(exc: BaseException) -> SuiteError | None:
-    """The bad-input error behind ``exc`` (unwrapping Hydra's InstantiationException), or None.
-
-    Only the suite's own ``SuiteError``s count: anything else may be a bug and keeps its
-    traceback.
-    """
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, SuiteError):
-            return seen
-        if not isinstance(seen, InstantiationException):
-            return None
-        seen = seen.__cause__
-    return None
-
-
-def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; a bad-input error (``errors.SuiteError``: missing dataset, unknown backbone,
-    wrong checkpoint) is printed as one clear message and exits with status 2. Every other
-    exception propagates with its traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MissingMandatoryValue as exc:  # a `???` value the command line must set
-            key = getattr(exc, "full_key", "") or "a required value"
-            print(f"\nerror: {key} is required and was not given: set it on the command line, "
-                  f"e.g. {key}=...", file=sys.stderr)
-            sys.exit(2)
-        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
-            shown = user_error(exc)
-            if shown is None:
-                raise
-            print(f"\nerror: {shown}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapper
 
 
 def _failed_at_call(error: BaseException) -> bool:
