@@ -6,6 +6,7 @@ from . import efficientnet as _efficientnet  # noqa: F401  (registers efficientn
 from .base import ROLES, Backbone, FeatureInfo, plan_strides
 from .fuse import fuse_for_inference
 from .efficientnet import EfficientNetBackbone
+from .expansion_block import ExpansionBlock
 from .inverted_residual import InvertedResidual
 from .mbconv import MBConv
 from .mobilenet_v1 import MobileNetV1Backbone
@@ -26,6 +27,7 @@ __all__ = [
     "ChannelOverlapConv2d",
     "EfficientNetBackbone",
     "FeatureInfo",
+    "ExpansionBlock",
     "InvertedResidual",
     "LoadReport",
     "MBConv",

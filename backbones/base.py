@@ -95,7 +95,7 @@ class Backbone(nn.Module):
     Subclasses build ``self.features`` and ``self.feature_info`` (every layer whose output is
     a tap appears once; the last layer must be a tap), then call ``self.init_weights()``.
     Layers with an expansion tap implement ``forward_with_expansion(x) -> (out, expanded)``
-    and ``expansion_output(x)``.
+    and ``expansion_output(x)`` (``backbones.expansion_block.ExpansionBlock`` does).
     """
 
     features: nn.Sequential

@@ -11,15 +11,14 @@ from typing import Callable, Optional
 from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from errors import ConfigError
-
 from .activations import ActivationSpec, resolve_activation
+from .expansion_block import ExpansionBlock
 from .pointwise import PointwisePlan
 
 DENSE_PLAN = PointwisePlan.create("dense", (), ("expand", "project"))
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(ExpansionBlock):
     """expand (1x1, optional) -> depthwise 3x3 -> project (1x1 + BN, linear) [+ residual].
 
     Args:
@@ -51,25 +50,11 @@ class InvertedResidual(nn.Module):
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
         where: str = "block",
     ) -> None:
-        super().__init__()
-        if stride not in (1, 2):
-            raise ConfigError(f"InvertedResidual: stride must be 1 or 2, got {stride}.")
-        if dilation < 1:
-            raise ConfigError(f"InvertedResidual: dilation must be >= 1, got {dilation}.")
+        super().__init__(in_channels, out_channels, int(round(in_channels * expand_ratio)), stride,
+                         dilation, stage_start)
         expand_act = resolve_activation(expand_activation, "expand_activation")
         depthwise_act = resolve_activation(depthwise_activation, "depthwise_activation")
-
-        hidden = int(round(in_channels * expand_ratio))
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.hidden_channels = hidden
-        self.stride = stride
-        self.dilation = dilation
-        self.stage_start = stride > 1 if stage_start is None else bool(stage_start)
-        self._is_cn = self.stage_start  # name torchvision's detection/segmentation helpers use
-        self.use_res_connect = stride == 1 and in_channels == out_channels and not self.stage_start
-
-        self.expand: Optional[nn.Module] = None
+        hidden = self.hidden_channels
         if expand_ratio != 1 or force_expand:
             self.expand = pointwise.build("expand", in_channels, hidden, norm_layer=norm_layer,
                                           activation_layer=expand_act, where=f"{where} expand")
@@ -80,10 +65,6 @@ class InvertedResidual(nn.Module):
         self.project = pointwise.build("project", hidden, out_channels, norm_layer=norm_layer,
                                        activation_layer=None, where=f"{where} project")
 
-    def expansion_output(self, x: Tensor) -> Tensor:
-        """The depthwise conv's input: the expansion output, or ``x`` when there is none."""
-        return x if self.expand is None else self.expand(x)
-
     def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Returns (block output, expansion output); SSD-Lite taps the latter."""
         expanded = self.expansion_output(x)
@@ -91,12 +72,3 @@ class InvertedResidual(nn.Module):
         if self.use_res_connect:
             out = x + out
         return out, expanded
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_expansion(x)[0]
-
-    def extra_repr(self) -> str:
-        return (
-            f"in={self.in_channels}, hidden={self.hidden_channels}, out={self.out_channels}, "
-            f"stride={self.stride}, dilation={self.dilation}, residual={self.use_res_connect}"
-        )

@@ -14,8 +14,7 @@ from torchvision.models._utils import _make_divisible
 from torchvision.ops import StochasticDepth
 from torchvision.ops.misc import Conv2dNormActivation
 
-from errors import ConfigError
-
+from .expansion_block import ExpansionBlock
 from .pointwise import PointwisePlan
 from .pointwise.registry import PointwiseSpec
 from .squeeze_excitation import SqueezeExcitation
@@ -23,7 +22,7 @@ from .squeeze_excitation import SqueezeExcitation
 SE_DIVISOR = 4  # squeeze width = block input channels // 4 (EfficientNet; torchvision and Keras)
 
 
-class MBConv(nn.Module):
+class MBConv(ExpansionBlock):
     """Mobile inverted bottleneck with squeeze-excitation (EfficientNet).
 
     Args:
@@ -56,22 +55,8 @@ class MBConv(nn.Module):
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
         where: str = "block",
     ) -> None:
-        super().__init__()
-        if stride not in (1, 2):
-            raise ConfigError(f"MBConv: stride must be 1 or 2, got {stride}.")
-        if dilation < 1:
-            raise ConfigError(f"MBConv: dilation must be >= 1, got {dilation}.")
         hidden = _make_divisible(in_channels * expand_ratio, 8)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.hidden_channels = hidden
-        self.stride = stride
-        self.dilation = dilation
-        self.stage_start = stride > 1 if stage_start is None else bool(stage_start)
-        self._is_cn = self.stage_start  # name torchvision's detection/segmentation helpers use
-        self.use_res_connect = stride == 1 and in_channels == out_channels and not self.stage_start
-
-        self.expand: Optional[nn.Module] = None
+        super().__init__(in_channels, out_channels, hidden, stride, dilation, stage_start)
         if hidden != in_channels:
             self.expand = pointwise.build("expand", in_channels, hidden, norm_layer=norm_layer,
                                           activation_layer=activation_layer, where=f"{where} expand")
@@ -86,10 +71,6 @@ class MBConv(nn.Module):
         # Built for every block (as torchvision) but used only where there is a residual.
         self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
 
-    def expansion_output(self, x: Tensor) -> Tensor:
-        """The depthwise conv's input: the expansion output, or ``x`` when there is none."""
-        return x if self.expand is None else self.expand(x)
-
     def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Returns (block output, expansion output); SSD-Lite taps the latter."""
         expanded = self.expansion_output(x)
@@ -97,12 +78,3 @@ class MBConv(nn.Module):
         if self.use_res_connect:
             out = self.stochastic_depth(out) + x
         return out, expanded
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_expansion(x)[0]
-
-    def extra_repr(self) -> str:
-        return (
-            f"in={self.in_channels}, hidden={self.hidden_channels}, out={self.out_channels}, "
-            f"stride={self.stride}, dilation={self.dilation}, residual={self.use_res_connect}"
-        )
