@@ -13,16 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10
 
 from data.cifar_transforms import AUGMENTATIONS, cifar_eval_transform, cifar_train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
-from data.loaders import split_loader
+from data.split_datamodule import SplitDataModule
 from errors import ConfigError
 
 BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
@@ -113,7 +112,7 @@ class CIFARDataset(Dataset):
         return self.transform(image=self.images[index])["image"], int(self.labels[index])
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class CIFAR10DataModule(SplitDataModule):
     """CIFAR-10: train / seeded stratified validation from the training batches, the official test
     batch as test split. The files are read lazily, on first use of ``num_classes`` /
     ``class_names`` / ``setup``."""
@@ -182,20 +181,3 @@ class CIFAR10DataModule(L.LightningDataModule):
                                           cifar_train_transform(hp.image_size, hp.augment))
         self.val_dataset = CIFARDataset(images[val_idx], labels[val_idx], cifar_eval_transform(hp.image_size))
         self.test_dataset = CIFARDataset(self._test.images, self._test.labels, cifar_eval_transform(hp.image_size))
-
-    def _loader(self, dataset: CIFARDataset, train: bool) -> DataLoader:
-        hp = self.hparams
-        return split_loader(dataset, train, hp.batch_size, hp.num_workers, hp.pin_memory,
-                            hp.persistent_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup("fit")
-        return self._loader(self.train_dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup("validate")
-        return self._loader(self.val_dataset, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        self.setup("test")
-        return self._loader(self.test_dataset, train=False)

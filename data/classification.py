@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from data.bad_files import report_bad_files
 from data.image_folder import (
@@ -17,8 +16,8 @@ from data.image_folder import (
     dataset_name,
     index_classification_dataset,
 )
-from data.loaders import split_loader
 from data.io import read_rgb
+from data.split_datamodule import SplitDataModule
 from data.transforms import classification_eval_transform, classification_train_transform
 from errors import ConfigError
 
@@ -38,7 +37,7 @@ class ImageClassificationDataset(Dataset):
         return self.transform(image=read_rgb(path))["image"], label
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(SplitDataModule):
     """Flowers, Caltech-101/256 or any image folder, with a seeded per-class held-out split.
 
     The held-out split (``val_fraction`` of every class) serves as validation and test set.
@@ -79,6 +78,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self._split: ClassificationSplit | None = None
         self.train_dataset: ImageClassificationDataset | None = None
         self.val_dataset: ImageClassificationDataset | None = None
+        self.test_dataset: ImageClassificationDataset | None = None
 
     @property
     def split(self) -> ClassificationSplit:
@@ -125,21 +125,4 @@ class ImageFolderDataModule(L.LightningDataModule):
             size = self.hparams.image_size
             self.train_dataset = ImageClassificationDataset(self.split.train, classification_train_transform(size))
             self.val_dataset = ImageClassificationDataset(self.split.val, classification_eval_transform(size))
-
-    def _loader(self, dataset: ImageClassificationDataset, train: bool) -> DataLoader:
-        hp = self.hparams
-        return split_loader(dataset, train, hp.batch_size, hp.num_workers, hp.pin_memory,
-                            hp.persistent_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup("fit")
-        return self._loader(self.train_dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup("validate")
-        return self._loader(self.val_dataset, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """The held-out split again: these datasets have no separate test set."""
-        self.setup("test")
-        return self._loader(self.val_dataset, train=False)
+            self.test_dataset = self.val_dataset  # these datasets have no separate test set
