@@ -44,7 +44,7 @@ def test_deeplabv3_overfits_the_genuine_voc2012_images():
             with torch.no_grad():
                 confusion.update(task(images).argmax(1), masks)
             miou = float(segmentation_scores(confusion.compute())["miou"])
-            history.append((step, round(float(loss), 4), round(miou, 3)))
+            history.append((step, round(loss.item(), 4), round(miou, 3)))
             if miou >= 0.8:
                 break
     assert history[-1][2] >= 0.8, history
