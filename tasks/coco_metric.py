@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning_utilities.core.apply_func import apply_to_collection
 from torchmetrics.detection import MeanAveragePrecision
 
 
@@ -29,29 +30,18 @@ class COCOMeanAveragePrecision(MeanAveragePrecision):
             if not isinstance(local, list):  # every state of this metric is a per-image list
                 raise TypeError(f"{type(self).__name__}: state {name!r} is not a list; "
                                 "torchmetrics changed MeanAveragePrecision, revisit this sync")
-            # CPU copies: objects are pickled, and a CUDA tensor would unpickle on its source GPU.
+            # CPU copies: objects are pickled, and a CUDA tensor would unpickle on its source GPU
+            # (also inside the RLE tuples of "segm" masks: apply_to_collection walks those).
             shards: list[Any] = [None] * world_size
-            dist.all_gather_object(shards, [_to_cpu(item) for item in local], group=group)
+            dist.all_gather_object(shards, apply_to_collection(local, torch.Tensor, _to_cpu), group=group)
             # Round-robin: the evaluation sampler gives rank r the images r, r + W, r + 2W, ...,
             # so this restores the single-process image order (pycocotools breaks score ties by
             # order). Every state is gathered the same way, so an image's detections and ground
             # truth stay at the same index.
             longest = max(len(shard) for shard in shards)
             merged = [shard[j] for j in range(longest) for shard in shards if j < len(shard)]
-            setattr(self, name, [_to_device(item, self.device) for item in merged])
+            setattr(self, name, apply_to_collection(merged, torch.Tensor, torch.Tensor.to, self.device))
 
 
-def _to_cpu(item: Any) -> Any:
-    if isinstance(item, torch.Tensor):
-        return item.detach().cpu()
-    if isinstance(item, tuple):  # "segm" masks are stored as RLE tuples
-        return tuple(_to_cpu(x) for x in item)
-    return item
-
-
-def _to_device(item: Any, device: torch.device) -> Any:
-    if isinstance(item, torch.Tensor):
-        return item.to(device)
-    if isinstance(item, tuple):
-        return tuple(_to_device(x, device) for x in item)
-    return item
+def _to_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().cpu()

@@ -1,6 +1,7 @@
-"""Detection and segmentation validation/test losses are image-weighted means kept as metric
-states (torchmetrics MeanMetric), so under DDP with uneven shards they equal the single-process
-values (a mean of per-process means would not)."""
+"""Detection and segmentation evaluation under DDP with uneven shards equals one process: the
+losses are image-weighted means kept as metric states (torchmetrics MeanMetric; a mean of
+per-process means would not be), and the mAP / mIoU states are gathered whole (COCO mAP through
+tasks.coco_metric, which accepts a different number of images per process)."""
 from __future__ import annotations
 
 import json

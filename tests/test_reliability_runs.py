@@ -283,6 +283,14 @@ def test_augmentation_follows_seed_epoch_and_index_only():
     assert [i for i, _ in order] != [i for i, _ in sampler]
 
 
+def _train_one_run(overrides: list[str], tmp_path: Path) -> Path:
+    """Trains through the command line; returns the run folder (the only one under logs/)."""
+    whole = run_cli(["train.py", *overrides], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    (run,) = (tmp_path / "logs" / "classification" / "runs").iterdir()
+    return run
+
+
 def test_resumed_run_is_the_uninterrupted_run_in_the_same_folder(tmp_path, synthetic_dir):
     """A 2-epoch run keeps every epoch-end checkpoint (those that make last.ckpt: the
     last_checkpoint callback with save_top_k=-1). Resuming from its epoch-0 one, as after a crash
@@ -291,9 +299,7 @@ def test_resumed_run_is_the_uninterrupted_run_in_the_same_folder(tmp_path, synth
     common = tiny(synthetic_dir, "num_workers=2", "logger=csv", "test=false", "trainer.max_epochs=2",
                   "callbacks.last_checkpoint.save_top_k=-1", "callbacks.last_checkpoint.filename='epoch{epoch}'",
                   "+callbacks.last_checkpoint.auto_insert_metric_name=false")
-    whole = run_cli(["train.py", *common], tmp_path)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    (run,) = (tmp_path / "logs" / "classification" / "runs").iterdir()
+    run = _train_one_run(common, tmp_path)
     folder = run / "checkpoints"
     reference = load(folder / "epoch1.ckpt")
     (folder / "epoch1.ckpt").unlink()  # the crash: epoch 1 never finished
@@ -333,10 +339,7 @@ def test_resume_from_a_mid_epoch_checkpoint_is_the_uninterrupted_run(tmp_path, s
     common = tiny(synthetic_dir, "num_workers=2", "logger=csv", "test=false", "trainer.max_epochs=2",
                   "callbacks.mid_epoch_checkpoint.every_n_train_steps=3",
                   "callbacks.mid_epoch_checkpoint.save_top_k=-1")
-    whole = run_cli(["train.py", *common], tmp_path)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    (run,) = (tmp_path / "logs" / "classification" / "runs").iterdir()
-    folder = run / "checkpoints"
+    folder = _train_one_run(common, tmp_path) / "checkpoints"
     reference = load(folder / "last.ckpt")
     assert reference["global_step"] == 14
     saved = tmp_path / "saved"
