@@ -76,18 +76,19 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except MissingMandatoryValue as exc:
             key = getattr(exc, "full_key", "") or "a required value"
-            _exit(f"{key} is required and was not given: set it on the command line, e.g. {key}=...")
+            exit_with_error(f"{key} is required and was not given: set it on the command line, e.g. {key}=...")
         except ConfigCompositionException as exc:  # Hydra's own message names the bad override
-            _exit(str(exc))
+            exit_with_error(str(exc))
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
             shown = user_error(exc)
             if shown is None:
                 raise
-            _exit(str(shown))
+            exit_with_error(str(shown))
 
     return wrapper
 
 
-def _exit(message: str) -> None:
+def exit_with_error(message: str) -> None:
+    """Print ``message`` as the one-line error of a command and exit with status 2."""
     print(f"\nerror: {message}", file=sys.stderr)
     sys.exit(2)

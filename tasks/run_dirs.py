@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from errors import ConfigError
+from errors import ConfigError, exit_with_error
 
 CHECKPOINT_FOLDER = "checkpoints"  # configs/callbacks/default.yaml: ${paths.output_dir}/checkpoints
 _RUN_ID = secrets.token_hex(4)
@@ -76,12 +75,6 @@ def check_writable_folder(folder: str | os.PathLike, what: str = "log folder") -
             "writable paths.log_dir (or COG_LOG_DIR).")
 
 
-def _exit_with(message: str) -> None:
-    # Hydra prints exceptions from its callbacks with a traceback; this runs before any job.
-    print(f"\nerror: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 class CheckRunFolder(Callback):
     """Hydra callback: the run (or sweep) folder must be creatable before Hydra makes it."""
 
@@ -96,4 +89,5 @@ class CheckRunFolder(Callback):
         try:
             check_writable_folder(folder, what)
         except ConfigError as error:
-            _exit_with(str(error))
+            # Hydra prints exceptions from its callbacks with a traceback; this runs before any job.
+            exit_with_error(str(error))
