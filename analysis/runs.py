@@ -17,12 +17,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from errors import SuiteFileNotFoundError
+from tasks.registry import get_task, list_tasks
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 HYDRA_FILE = Path(".hydra") / "hydra.yaml"
 METRICS_FILE = "metrics.json"
-TASKS = ("classification", "detection", "segmentation")
-DEFAULT_METRIC = {"classification": "test/acc", "detection": "test/map", "segmentation": "test/miou"}
+# The registered tasks (tasks.registry) and the test metric that is each one's result.
+TASKS = tuple(list_tasks())
+DEFAULT_METRIC = {task: get_task(task).metric for task in TASKS}
 
 
 @dataclass

@@ -23,6 +23,7 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
 from data.split_datamodule import SplitDataModule
 from errors import ConfigError
+from data.registry import register_datamodule
 
 BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 BATCH_FILES = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
@@ -112,6 +113,7 @@ class CIFARDataset(Dataset):
         return self.transform(image=self.images[index])["image"], int(self.labels[index])
 
 
+@register_datamodule
 class CIFAR10DataModule(SplitDataModule):
     """CIFAR-10: train / seeded stratified validation from the training batches, the official test
     batch as test split. The files are read lazily, on first use of ``num_classes`` /
