@@ -369,7 +369,8 @@ def ratio_rows(results: Sequence[ModelResult]) -> list[list[Any]]:
             continue
         reference = by_key.get((device, task, REFERENCE_LABEL[task]))
         if reference is not None:
-            target = ">= 1.0 (same architecture)" if (task, label) == ("classification", "mv2_e6") else ""
+            same = label == get_task(task).reference_backbone if task in TASKS else False
+            target = ">= 1.0 (same architecture)" if same else ""
             add(f"{label} / {reference.label}", target, result, reference)
     for (device, task, label), result in by_key.items():
         if label.startswith("cog_"):

@@ -134,6 +134,7 @@ register_task(TaskSpec(
     description="classifier, 224 px, 1000 classes",
     make_batch=_benchmark_batch,
     reference_label="tv mobilenet_v2",
+    reference_backbone="mv2_e6",  # torchvision's mobilenet_v2, layer for layer
     reference_model=_reference_model,
     reference_loss=_reference_loss,
     synthetic={"imagefolder": "data.synthetic_datamodule.synthetic_image_folder",

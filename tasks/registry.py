@@ -50,6 +50,7 @@ class TaskSpec:
     reference_model: Callable[[int, int], nn.Module]  # torchvision's closest: (image size, classes)
     reference_loss: Callable[[nn.Module, Batch], Tensor]
     synthetic: Mapping[str, str]
+    reference_backbone: str | None = None  # our backbone that is the reference's architecture
     inference: Callable[[nn.Module, Tensor], Any] = _call
     reference_inference: Callable[[nn.Module, Tensor], Any] = _call
     export: str | None = None
