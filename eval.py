@@ -17,6 +17,7 @@ import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used
 from cogsuite.evaluation import evaluate, load_task, read_suite_checkpoint, run_config  # noqa: F401
 from cogsuite.runtime import exit_on_user_error
 
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -25,6 +25,7 @@ from cogsuite.runtime import (
 )
 from cogsuite.suite_checkpoint import build_task, instantiate_data, read_suite_checkpoint, rebase_data_paths
 from errors import ConfigError
+from tasks.classification_report import format_classification_report
 
 log = logging.getLogger("eval")
 
@@ -85,6 +86,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         info = checkpoint[SUITE_KEY]
         print("\n" + format_metrics_table(metrics, title=f"{info['task']} · {info['backbone']}"))
+        report = (getattr(model, "test_results", {}) or {}).get("classification_report")
+        if report:
+            print("\n" + format_classification_report(report))
         out = Path(ckpt_path + ".eval.json")
         write_json(out, {"checkpoint": str(Path(ckpt_path).resolve()), "task": info["task"],
                          "backbone": info["backbone"], "metrics": metrics,
