@@ -23,7 +23,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 
 from data.cifar_pickle import read_batch, read_meta
-from data.cifar_transforms import AUGMENTATIONS, cifar_eval_transform, cifar_train_transform
+from data.cifar_transforms import AUGMENTATIONS, check_normalize, cifar_eval_transform, cifar_train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
 from data.split_datamodule import SplitDataModule
@@ -135,6 +135,7 @@ class CIFAR10DataModule(SplitDataModule):
         seed: int = 42,
         num_classes: int | None = 10,
         augment: str = "crop_flip",
+        normalize: str = "imagenet",
         verify_checksums: bool = True,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -145,6 +146,7 @@ class CIFAR10DataModule(SplitDataModule):
                              f"validation; got {val_fraction}.")
         if augment not in AUGMENTATIONS:
             raise ConfigError(f"unknown CIFAR augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+        check_normalize(normalize)
         if batch_size < 1 or num_workers < 0:
             raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
         self.save_hyperparameters()
@@ -185,7 +187,9 @@ class CIFAR10DataModule(SplitDataModule):
         hp = self.hparams
         train_idx, val_idx = self._split
         images, labels = self._train.images, self._train.labels
+        norm = hp.get("normalize", "imagenet")  # checkpoints written before the option: ImageNet
         self.train_dataset = CIFARDataset(images[train_idx], labels[train_idx],
-                                          cifar_train_transform(hp.image_size, hp.augment))
-        self.val_dataset = CIFARDataset(images[val_idx], labels[val_idx], cifar_eval_transform(hp.image_size))
-        self.test_dataset = CIFARDataset(self._test.images, self._test.labels, cifar_eval_transform(hp.image_size))
+                                          cifar_train_transform(hp.image_size, hp.augment, norm))
+        self.val_dataset = CIFARDataset(images[val_idx], labels[val_idx], cifar_eval_transform(hp.image_size, norm))
+        self.test_dataset = CIFARDataset(self._test.images, self._test.labels,
+                                         cifar_eval_transform(hp.image_size, norm))
