@@ -119,7 +119,7 @@ def _is_run_folder(folder: Path) -> bool:
 def final_config_folder(folder: Path) -> Path:
     """The ``.hydra`` folder of the configuration a run finished with: a run resumed in place
     keeps its first ``.hydra/`` and writes each resume's config to
-    ``.hydra/resume_<time>_<id>/`` (``tasks.run_dirs``); the newest of those, else ``.hydra``."""
+    ``.hydra/resume_<time>_<id>/`` (``cogsuite.run_dirs``); the newest of those, else ``.hydra``."""
     hydra = folder / CONFIG_FILE.parent
     resumes = sorted(p for p in hydra.glob("resume_*") if (p / CONFIG_FILE.name).is_file()) if hydra.is_dir() else []
     return resumes[-1] if resumes else hydra

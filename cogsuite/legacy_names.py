@@ -13,7 +13,7 @@ from typing import Any
 LEGACY_TARGETS: dict[str, str] = {
     # issue 19: the run machinery left tasks/ for cogsuite/
     "tasks.csv_logger.ResumableCSVLogger": "cogsuite.csv_logger.ResumableCSVLogger",
-    "tasks.run_dirs.CheckRunFolder": "cogsuite.run_dirs.CheckRunFolder",
+    "cogsuite.run_dirs.CheckRunFolder": "cogsuite.run_dirs.CheckRunFolder",
 }
 
 
