@@ -186,6 +186,7 @@ def test_seed_experiment_configs(tmp_path, experiment, batch, lr, schedule, augm
     assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.defaults["alpha"] == 0.9
 
 
+@pytest.mark.slow
 def test_train_on_synthetic_cifar_through_the_real_reader(tmp_path, synthetic_dir):
     from train import train
 
