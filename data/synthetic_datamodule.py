@@ -12,7 +12,7 @@ from errors import ConfigError
 
 TASKS = ("classification", "detection", "segmentation")
 # On-disk formats the classification set can be written in (read by the datamodule of that dataset).
-CLASSIFICATION_FORMATS = ("imagefolder", "cifar10")
+CLASSIFICATION_FORMATS = ("imagefolder", "cifar10", "image_folder_splits")
 
 
 def synthetic_datamodule(
@@ -36,7 +36,8 @@ def synthetic_datamodule(
     a real one: a file deleted or damaged since it was written is reported (with the advice to
     delete the folder so it is written again), or skipped with ``skip_bad_files``.
     ``format`` (classification only): "imagefolder" (default; Flowers / Caltech style) or
-    "cifar10" (CIFAR-10's python pickle batches, read by ``data.cifar.CIFAR10DataModule``).
+    "cifar10" (CIFAR-10's python pickle batches, read by ``data.cifar.CIFAR10DataModule``) or
+    "image_folder_splits" (the image folder read by ``data=image_folder``'s datamodule).
     """
     from data import synthetic
 
@@ -57,6 +58,16 @@ def synthetic_datamodule(
         return CIFAR10DataModule(root=str(folder), image_size=image_size, num_classes=num_classes,
                                  verify_checksums=False, **common)
     common["skip_bad_files"] = skip_bad_files
+    if task == "classification" and format == "image_folder_splits":
+        from data.image_folder_splits import ImageFolderSplitsDataModule
+
+        folder = root / "classification"
+        generator.setdefault("num_classes", num_classes)
+        synthetic.write_image_folder(folder, seed=seed, **generator)
+        _report_missing_images(folder, skip_bad_files)
+        # data=image_folder's reader: separate val / test splits by fractions, eval deformation
+        return ImageFolderSplitsDataModule(root=str(folder), image_size=image_size,
+                                           num_classes=num_classes, **common)
     if task == "classification":
         from data.classification import ImageFolderDataModule
 
