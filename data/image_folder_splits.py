@@ -43,6 +43,7 @@ from data.image_folder import (  # noqa: E402
     leave_out_samples, stratified_split,
 )
 from data.io import read_rgb  # noqa: E402
+from data.registry import register_datamodule  # noqa: E402
 from data.split_datamodule import SplitDataModule  # noqa: E402
 from errors import ConfigError, DataError  # noqa: E402
 
@@ -100,6 +101,7 @@ def _fraction(name: str, value: float) -> float:
     return float(value)
 
 
+@register_datamodule
 class ImageFolderSplitsDataModule(SplitDataModule):
     """Train / val / test from split folders or seeded stratified fractions (module docstring)."""
 

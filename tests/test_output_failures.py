@@ -4,13 +4,14 @@ checkpoint, the report in a read-only logs folder or onto an existing file."""
 from __future__ import annotations
 
 import errno
+import os
 import io
 
 import pytest
 import torch
 
-import tasks.checkpoint_io as checkpoint_io
-from tasks.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
+import cogsuite.checkpoint_io as checkpoint_io
+from cogsuite.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
 
 
 class _FillingDisk(io.RawIOBase):
@@ -62,3 +63,48 @@ def test_a_runtime_error_that_is_not_a_write_failure_keeps_its_traceback(tmp_pat
     with pytest.raises(RuntimeError, match="a bug in serialisation"):
         AtomicCheckpointIO().save_checkpoint({"epoch": 0}, tmp_path / "last.ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- analysis.report
+def _one_finished_run(root):
+    from tests.test_report import make_run
+
+    for seed in (1, 2):
+        make_run(root / f"mv2_{seed}", "mv2_e2", seed, {"test/acc": 0.5 + seed / 100})
+        make_run(root / f"cog_{seed}", "cog_e2", seed, {"test/acc": 0.6 + seed / 100})
+
+
+def test_report_in_a_read_only_logs_folder_goes_to_the_working_folder(tmp_path, monkeypatch, capsys):
+    import cogsuite.output_paths as output_paths
+    from analysis.report import main
+
+    logs = tmp_path / "logs"
+    _one_finished_run(logs)
+    real_access = os.access
+    # A read-only mount: no write permission anywhere under logs/ (chmod would not stop root).
+    monkeypatch.setattr(output_paths.os, "access",
+                        lambda path, mode: False if str(path).startswith(str(logs)) else real_access(path, mode))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    main([str(logs), "--no-structure", "--no-plot"])
+    out = capsys.readouterr().out
+    assert f"the report goes to {tmp_path / 'elsewhere' / 'report'}" in out
+    assert (tmp_path / "elsewhere" / "report" / "report.md").is_file()
+    assert not (logs / "report").exists()
+
+
+def test_report_out_naming_a_file_or_unwritable_place_is_one_line(tmp_path, capsys):
+    from analysis.report import main
+
+    _one_finished_run(tmp_path / "logs")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "logs"), "--no-structure", "--no-plot", "--out", str(tmp_path / "notes.txt")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --out {tmp_path / 'notes.txt'} is an existing file; the report is a folder of "
+                   "files: name a folder (new or existing) instead")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "logs"), "--no-structure", "--no-plot", "--out", str(tmp_path / "notes.txt" / "sub")])
+    assert "is a file, not a folder; name a writable folder with --out" in capsys.readouterr().err
