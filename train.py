@@ -27,13 +27,13 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from errors import ConfigError
-import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
-from tasks.divergence import NonFiniteLossGuard, TrainingDiverged
-from tasks.reproducibility import EpochSeedCallback
-from tasks.resume import check_training_settings, in_place_problem, record_origin, same_model
-from tasks.run_dirs import resumed_run_dir
-from tasks.run_lock import RunFolderInUseError, RunFolderLock, remove_stale_temporaries
-from tasks.runtime import (
+import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
+from cogsuite.divergence import NonFiniteLossGuard, TrainingDiverged
+from cogsuite.reproducibility import EpochSeedCallback
+from cogsuite.resume import check_training_settings, in_place_problem, record_origin, same_model
+from cogsuite.run_dirs import resumed_run_dir
+from cogsuite.run_lock import RunFolderInUseError, RunFolderLock, remove_stale_temporaries
+from cogsuite.runtime import (
     StoreConfigInCheckpoint,
     apply_channels_last,
     build_trainer,
@@ -46,7 +46,7 @@ from tasks.runtime import (
     resolve_device_defaults,
     write_json,
 )
-from tasks.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
+from cogsuite.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
 
 log = logging.getLogger("train")
 
@@ -76,7 +76,7 @@ def _best_checkpoint_callback(trainer: L.Trainer, monitor: str):
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; returns the final metrics (a diverged run
     also returns ``diverged`` = True). The run folder is locked for the job (one writer,
-    ``tasks.run_lock``); a resume is checked first (``tasks.resume``)."""
+    ``cogsuite.run_lock``); a resume is checked first (``cogsuite.resume``)."""
     out = Path(cfg.paths.output_dir)
     fresh_folder = not out.exists() or not any(p.name not in _HYDRA_ONLY for p in out.iterdir())
     try:

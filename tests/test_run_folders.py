@@ -17,7 +17,7 @@ def test_report_sees_the_configuration_a_resumed_run_finished_with(tmp_path):
                  overrides=("synthetic.max_epochs=1",))
     extended = make_run(tmp_path / "extended", "cog_e2", 4, {"test/acc": 0.9},
                         overrides=("synthetic.max_epochs=1",))
-    # Resumed in place with trainer.max_epochs=2: that invocation's config, as tasks.run_dirs writes it.
+    # Resumed in place with trainer.max_epochs=2: that invocation's config, as cogsuite.run_dirs writes it.
     later = composed("classification", "cog_e2", ("synthetic.max_epochs=1", "trainer.max_epochs=2"))
     later["seed"] = 4
     for stamp in ("2026-01-01_00-00-00_aaaa0000", "2026-01-02_00-00-00_bbbb0000"):
@@ -39,11 +39,11 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tasks.resume import check_training_settings, in_place_problem  # noqa: E402
-from tasks.run_lock import RunFolderInUseError, RunFolderLock, remove_stale_temporaries  # noqa: E402
+from cogsuite.resume import check_training_settings, in_place_problem  # noqa: E402
+from cogsuite.run_lock import RunFolderInUseError, RunFolderLock, remove_stale_temporaries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-_HOLD = ("import sys, time; sys.path.insert(0, sys.argv[2]); from tasks.run_lock import RunFolderLock; "
+_HOLD = ("import sys, time; sys.path.insert(0, sys.argv[2]); from cogsuite.run_lock import RunFolderLock; "
          "lock = RunFolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)")
 
 

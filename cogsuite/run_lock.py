@@ -38,7 +38,7 @@ log = logging.getLogger("cogsuite")
 
 LOCK_FILE = ".run.lock"
 CHECKPOINT_FOLDER = "checkpoints"
-# tasks.checkpoint_io.AtomicCheckpointIO names its temporaries ".<target>.<pid>-<hex>.tmp".
+# cogsuite.checkpoint_io.AtomicCheckpointIO names its temporaries ".<target>.<pid>-<hex>.tmp".
 _TEMPORARY_PATTERN = ".*.ckpt.*.tmp"
 
 

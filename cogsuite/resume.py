@@ -5,7 +5,7 @@
   change no result aside: ``IN_PLACE_NEUTRAL``). Anything else (a finished run, other settings)
   trains in a **new run folder** whose ``origin.json`` records the checkpoint it started from
   and why it is a new run; the finished run's checkpoints, metrics and config stay as they are.
-  (``tasks.run_dirs`` asks :func:`in_place_problem` when Hydra names the run folder.)
+  (``cogsuite.run_dirs`` asks :func:`in_place_problem` when Hydra names the run folder.)
 - Resuming restores the optimizer state and learning-rate schedule stored in the checkpoint
   (Lightning). Optimizer or schedule settings that differ from the checkpoint's would be
   recorded but not applied, so :func:`check_training_settings` refuses them in one line with
@@ -83,7 +83,7 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
 
 def same_model(checkpoint: Mapping[str, Any], cfg: DictConfig) -> bool:
     """Whether ``cfg`` trains the checkpoint's task class and backbone (by name)."""
-    from tasks.suite_checkpoint import SUITE_KEY
+    from cogsuite.checkpoint_keys import SUITE_KEY
 
     info = checkpoint.get(SUITE_KEY) or {}
     return (info.get("class_path") == OmegaConf.select(cfg, "model._target_")
@@ -93,7 +93,7 @@ def same_model(checkpoint: Mapping[str, Any], cfg: DictConfig) -> bool:
 def check_training_settings(checkpoint: Mapping[str, Any], cfg: DictConfig, ckpt_path: str) -> None:
     """Refuse a resume whose optimizer / schedule settings differ from the checkpoint's: the
     restored state would train with the old ones while the new run recorded the new ones."""
-    from tasks.suite_checkpoint import CONFIG_KEY
+    from cogsuite.checkpoint_keys import CONFIG_KEY
 
     stored = checkpoint.get(CONFIG_KEY) or {}
     changed = []

@@ -6,7 +6,7 @@ on one machine or on many nodes of a cluster, never share a folder. A multirun s
 carries the id too; its jobs are numbered subfolders.
 
 ``python train.py ckpt_path=<run>/checkpoints/X.ckpt`` resumes in ``<run>`` when that run has
-not finished and is resumed with its own settings (``tasks.resume.in_place_problem``): logs
+not finished and is resumed with its own settings (``cogsuite.resume.in_place_problem``): logs
 continue in the same folder, and Lightning's best-checkpoint tracking (which it restores only
 when the checkpoint folder is unchanged) carries on. Hydra then writes that invocation's config
 under ``<run>/.hydra/resume_<time>_<id>/`` so the original run's ``.hydra/`` stays as it was.
@@ -54,7 +54,7 @@ def _overrides(root: Any) -> list[str] | None:
 
 def continued_run_dir(ckpt_path: Any, train: Any = True, overrides: list[str] | None = None) -> str | None:
     """The run folder a resume continues in, or None when it trains in a new folder."""
-    from tasks.resume import in_place_problem
+    from cogsuite.resume import in_place_problem
 
     run = resumed_run_dir(ckpt_path, train)
     return run if run is not None and in_place_problem(run, overrides) is None else None
