@@ -36,6 +36,14 @@ def _flowers(data: Path) -> list[str]:
     return []
 
 
+def _image_folder_splits(data: Path) -> list[str]:
+    _image_folder(data / "image_folder", ["beagle", "collie", "pug"], "{:04d}.jpg")
+    for cls in ("beagle", "collie", "pug"):  # enough per class for train / val / test
+        for k in range(4, 11):
+            Image.new("RGB", (40, 30), (20 * k, 90, 60)).save(data / "image_folder" / cls / f"{k:04d}.jpg")
+    return []
+
+
 def _caltech101(data: Path) -> list[str]:
     _image_folder(data / "caltech101" / "101_ObjectCategories",
                   ["BACKGROUND_Google", "accordion", "airplanes", "anchor"], "image_{:04d}.jpg")
@@ -100,6 +108,7 @@ CASES = {
     "caltech101": ("classification", _caltech101),
     "caltech256": ("classification", _caltech256),
     "cifar10": ("classification", _cifar10),
+    "image_folder": ("classification", _image_folder_splits),
     "synthetic": ("classification", _synthetic),
     "voc2007": ("detection", _voc2007),
     "voc0712": ("detection", _voc0712),
