@@ -33,7 +33,8 @@ def _resize(image_size: int) -> list:
 
 
 def _finish() -> list:
-    return [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0), ToTensorV2()]
+    # uint8 out: the task normalises on the device (data.device_transforms).
+    return [ToTensorV2()]
 
 
 def _augmentation(name: str, size: int) -> list:
