@@ -192,7 +192,7 @@ class SSDPipeline:
         return detection_normalization(self.normalization)
 
     def set_random_state(self, numpy_rng: np.random.Generator, python_rng: random.Random) -> None:
-        self.py_random = python_rng
+        self.random_generator, self.py_random = numpy_rng, python_rng
         for part in (self.crop, self.colour):
             if part is not None:
                 part.set_random_state(numpy_rng, python_rng)

@@ -54,7 +54,7 @@ class SegmentationTrainPipeline:
         self.set_random_seed(0)
 
     def set_random_state(self, numpy_rng: np.random.Generator, python_rng: random.Random) -> None:
-        self.py_random = python_rng
+        self.random_generator, self.py_random = numpy_rng, python_rng
 
     def set_random_seed(self, seed: int) -> None:
         self.set_random_state(np.random.default_rng(seed), random.Random(seed))
