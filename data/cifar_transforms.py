@@ -1,4 +1,5 @@
-"""CIFAR transforms (albumentations): 32x32 uint8 RGB in, normalised tensors at ``image_size`` out.
+"""CIFAR transforms (albumentations): 32x32 uint8 RGB in, uint8 tensors at ``image_size`` out
+(normalised on the device by the task with ``cifar_normalization``).
 
 Images are resized first (seeds 002 and 004 trained at 224 px), then augmented at that size:
 
@@ -9,7 +10,12 @@ Images are resized first (seeds 002 and 004 trained at 224 px), then augmented a
   horizontal flip, borders filled with the nearest pixel.
 - ``none``.
 
-Then ImageNet normalisation, as every other dataset of the suite (the notebook fed raw 0-255 pixels).
+Then the normalisation, ``normalize`` (applied on the device):
+
+- ``imagenet`` (default): ImageNet mean / std, as every other dataset of the suite (seed 004's
+  notebook fed raw 0-255 pixels).
+- ``keras_tf``: ``x / 127.5 - 1`` into [-1, 1], ``keras.applications.mobilenet_v2.preprocess_input``
+  (seed 003 built it into its models).
 """
 from __future__ import annotations
 
@@ -21,10 +27,15 @@ from data.transforms import IMAGENET_MEAN, IMAGENET_STD, _check_size
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from data.device_transforms import Normalization  # noqa: E402
 from errors import ConfigError  # noqa: E402
 
 CIFAR_IMAGE_SIZE = 32
 AUGMENTATIONS = ("crop_flip", "keras", "none")
+NORMALIZATIONS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "keras_tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # (x / 255 - 0.5) / 0.5 = x / 127.5 - 1
+}
 
 
 def _resize(image_size: int) -> list:
@@ -32,8 +43,21 @@ def _resize(image_size: int) -> list:
     return [] if size == CIFAR_IMAGE_SIZE else [A.Resize(size, size, interpolation=cv2.INTER_LINEAR)]
 
 
-def _finish() -> list:
-    # uint8 out: the task normalises on the device (data.device_transforms).
+def check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError(f"unknown CIFAR normalisation {normalize!r}; choose one of {sorted(NORMALIZATIONS)}")
+    return normalize
+
+
+def cifar_normalization(normalize: str = "imagenet") -> Normalization:
+    """What the task applies on the device to this dataset's uint8 batches."""
+    mean, std = NORMALIZATIONS[check_normalize(normalize)]
+    return Normalization(tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std))
+
+
+def _finish(normalize: str = "imagenet") -> list:
+    check_normalize(normalize)
+    # uint8 out: the task normalises on the device (cifar_normalization, data.device_transforms).
     return [ToTensorV2()]
 
 
@@ -53,9 +77,9 @@ def _augmentation(name: str, size: int) -> list:
     raise ConfigError(f"unknown CIFAR augmentation {name!r}; choose one of {AUGMENTATIONS}")
 
 
-def cifar_train_transform(image_size: int, augment: str = "crop_flip") -> A.Compose:
-    return A.Compose(_resize(image_size) + _augmentation(augment, image_size) + _finish())
+def cifar_train_transform(image_size: int, augment: str = "crop_flip", normalize: str = "imagenet") -> A.Compose:
+    return A.Compose(_resize(image_size) + _augmentation(augment, image_size) + _finish(normalize))
 
 
-def cifar_eval_transform(image_size: int) -> A.Compose:
-    return A.Compose(_resize(image_size) + _finish())
+def cifar_eval_transform(image_size: int, normalize: str = "imagenet") -> A.Compose:
+    return A.Compose(_resize(image_size) + _finish(normalize))

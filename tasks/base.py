@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from data.device_transforms import Normalization, prepare_batch_images
 
+from cogsuite.checkpoint_keys import SUITE_KEY  # written by on_save_checkpoint
 from errors import ConfigError
 from tasks.schedules import build_scheduler
 
@@ -19,7 +20,6 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 INTERVALS = ("step", "epoch")  # how often the lr schedule is stepped
-SUITE_KEY = "cogsuite"  # marks checkpoints written by this suite (see on_save_checkpoint)
 
 
 def backbone_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
