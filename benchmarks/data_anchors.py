@@ -8,7 +8,8 @@ anchors cost; they are written for this benchmark, not copied:
 - qfgaohao/pytorch-ssd ``VOCDataset`` + ``TrainAugmentation(300, 127, 128)``: ``cv2.imread`` +
   BGR->RGB, XML parse, float32; photometric distortion in float (brightness add, contrast, float
   HSV with saturation and hue, channel swap; each p=0.5, numpy's global RNG); Expand onto a float
-  canvas filled with the mean; the SSD random crop (loop over modes and 50 trials); mirror;
+  canvas filled with the mean; the SSD random crop (loop over modes and 50 trials, every trial's
+  IoUs computed as the reference does); mirror;
   ``cv2.resize``; subtract 127, divide by 128; ``torch.from_numpy(...).permute``.
 - VainF/DeepLabV3Plus-Pytorch ``VOCSegmentation`` + its VOC train transforms: PIL open (RGB
   image, palette mask), ``ExtRandomScale((0.5, 2))`` (PIL bilinear / nearest resize), pad to the
@@ -151,7 +152,8 @@ def _ssd_crop(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.
     height, width = image.shape[:2]
     modes = (None, 0.1, 0.3, 0.7, 0.9, 0.0)
     while True:
-        if modes[rng.randint(len(modes))] is None:
+        mode = modes[rng.randint(len(modes))]
+        if mode is None:
             return image, boxes, labels
         for _ in range(50):
             w, h = rng.uniform(0.3 * width, width), rng.uniform(0.3 * height, height)
@@ -159,6 +161,15 @@ def _ssd_crop(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.
                 continue
             left, top = rng.uniform(width - w), rng.uniform(height - h)
             rect = np.array([int(left), int(top), int(left + w), int(top + h)])
+            # The reference computes every trial's IoUs, though its test (min < mode and inf < max)
+            # never rejects; computed here too, so the cost is the reference's.
+            inter_wh = np.clip(np.minimum(boxes[:, 2:], rect[2:]) - np.maximum(boxes[:, :2], rect[:2]), 0, np.inf)
+            inter = inter_wh[:, 0] * inter_wh[:, 1]
+            union = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                     + (rect[2] - rect[0]) * (rect[3] - rect[1]) - inter)
+            overlap = inter / union
+            if overlap.min() < (mode or 0.0) and np.inf < overlap.max():
+                continue
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0
             inside = ((rect[0] < centres[:, 0]) & (rect[1] < centres[:, 1]) &
                       (rect[2] > centres[:, 0]) & (rect[3] > centres[:, 1]))
