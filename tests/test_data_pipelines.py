@@ -274,3 +274,21 @@ def test_distortion_after_the_warp_matches_distortion_before_it_within_a_grey_le
     differences = np.concatenate(differences)
     # measured on all six fixture images x 10 draws: 99 % within 0.9 grey levels, 0.8 % above 1
     assert np.percentile(differences, 99) <= 1.0 and (differences > 1).mean() < 0.02
+
+
+def test_jpeg_decoder_gives_pils_pixels_and_pils_errors(voc2007, tmp_path):
+    from PIL import Image
+
+    from data.errors import ImageDecodeError
+
+    path = voc2007 / "JPEGImages" / "000005.jpg"
+    full = read_rgb(path)  # PIL
+    np.testing.assert_array_equal(read_rgb(path, draft=lambda w, h: None), full)  # OpenCV, full size
+    half = read_rgb(path, draft=lambda w, h: (w // 2, h // 2))
+    with Image.open(path) as image:
+        image.draft("RGB", (image.size[0] // 2, image.size[1] // 2))
+        np.testing.assert_array_equal(half, np.asarray(image.convert("RGB")))
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(path.read_bytes()[:4000])  # OpenCV would fill the rest grey
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        read_rgb(truncated, draft=lambda w, h: None)
