@@ -304,6 +304,7 @@ def test_resumed_run_is_the_uninterrupted_run_in_the_same_folder(tmp_path, synth
     reference = load(folder / "epoch1.ckpt")
     (folder / "epoch1.ckpt").unlink()  # the crash: epoch 1 never finished
     reference_metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    (run / "metrics.json").unlink()  # a crashed run never wrote it (a finished run resumes elsewhere)
     csv_before = (run / "csv" / "metrics.csv").read_text().splitlines()
 
     resumed = run_cli(["train.py", *common, f"ckpt_path={folder / 'epoch0.ckpt'}"], tmp_path)
@@ -354,6 +355,7 @@ def test_resume_from_a_mid_epoch_checkpoint_is_the_uninterrupted_run(tmp_path, s
         # The checkpoint is back in its run folder, as after a kill: the resume continues there.
         checkpoint = folder / f"mid_epoch_step{step:07d}.ckpt"
         checkpoint.write_bytes((saved / f"step{step}.ckpt").read_bytes())
+        (folder.parent / "metrics.json").unlink()  # the run did not finish
         resumed = run_cli(["train.py", *common, f"ckpt_path={checkpoint}"], tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "not resumable" not in resumed.stderr
