@@ -7,11 +7,12 @@ stage5_expand (the expansion output inside block 14, role "stride16_expansion"),
 stage6(17, role "body"), last_conv(18).
 
 Pointwise conv roles for ``pointwise_at``: "expand" and "project" (every block), "last" (the
-320 -> 1280 conv).
+320 -> 1280 conv). Spatial conv role for ``spatial_at``: "depthwise" (the 3x3 conv of every
+block); ``spatial_positions`` are block indices in ``features`` (1..17).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from torch import nn
 from torchvision.models._utils import _make_divisible
@@ -25,10 +26,12 @@ from .inverted_residual import InvertedResidual
 from .pointwise import PointwisePlan
 from .pointwise.registry import PointwiseSpec
 from .registry import register_backbone
+from .spatial import SpatialPlan, SpatialSpec
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
 POINTWISE_ROLES = ("expand", "project", "last")
+SPATIAL_ROLES = ("depthwise",)
 
 # torchvision's mobilenet_v2 inverted_residual_setting without t: (channels c, repeats n, stride s).
 # The first stage always has t=1; every later block uses the backbone's expand_ratio.
@@ -62,6 +65,8 @@ class MobileNetV2Backbone(Backbone):
         name: registry name, reported by ``.name`` and stored in checkpoints.
         expand_ratio: t of every block after the first (the first block has t=1).
         pointwise / pointwise_at: the pointwise layer spec and the conv roles it replaces.
+        spatial / spatial_at / spatial_positions: the spatial layer spec, the conv roles it
+            replaces ("depthwise") and at which blocks (indices in ``features``; None: all).
         expand_first_block: give the t=1 first block an expansion conv too (COG-MobileNet
             does; thesis section 4.3, Table 4.2).
         width_mult: channel multiplier, rounded like torchvision (multiples of 8).
@@ -77,6 +82,9 @@ class MobileNetV2Backbone(Backbone):
         expand_ratio: float = 6,
         pointwise: PointwiseSpec = "dense",
         pointwise_at: Iterable[str] = ("expand",),
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         expand_first_block: bool = False,
         width_mult: float = 1.0,
         output_stride: int = 32,
@@ -95,6 +103,8 @@ class MobileNetV2Backbone(Backbone):
         blocks = [(c, 1 if stage == 0 else expand_ratio, s if i == 0 else 1)
                   for stage, (c, n, s) in enumerate(STAGES) for i in range(n)]
         strides = plan_strides([2] + [s for _, _, s in blocks] + [1], output_stride)
+        spatial_plan = SpatialPlan.create(spatial, spatial_at, SPATIAL_ROLES, spatial_positions,
+                                          valid_positions=range(1, len(blocks) + 1))
 
         in_ch = _make_divisible(STEM_CHANNELS * width_mult, 8)
         layers: list[nn.Module] = [
@@ -107,6 +117,8 @@ class MobileNetV2Backbone(Backbone):
                 dilation=where.dilation,
                 stage_start=where.nominal > 1,
                 pointwise=plan,
+                spatial=spatial_plan,
+                position=index,
                 force_expand=expand_first_block,
                 expand_activation=expand_activation,
                 depthwise_activation=depthwise_activation,
@@ -145,6 +157,9 @@ def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
         output_stride: int = 32,
         pointwise: PointwiseSpec = defaults["pointwise"],
         pointwise_at: Iterable[str] = ("expand",),
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         expand_first_block: bool = defaults["expand_first_block"],
         activation: ActivationSpec = "relu6",
         expand_activation: ActivationSpec = defaults["block_activation"],
@@ -152,6 +167,7 @@ def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
     ) -> MobileNetV2Backbone:
         return MobileNetV2Backbone(
             name, expand_ratio=expand_ratio, pointwise=pointwise, pointwise_at=pointwise_at,
+            spatial=spatial, spatial_at=spatial_at, spatial_positions=spatial_positions,
             expand_first_block=expand_first_block, width_mult=width_mult,
             output_stride=output_stride, activation=activation,
             expand_activation=expand_activation, depthwise_activation=depthwise_activation,
