@@ -7,7 +7,7 @@ import re
 
 from tests.helpers import FIXTURES
 
-_ROW = re.compile(r"^\|\s*([^|\s]+\.(?:jpg|png|xml|txt))\s*\|(?:.*\|)?\s*([0-9a-f]{40})\b[^|]*\|\s*$")
+_ROW = re.compile(r"^\|\s*([^|\s]+\.(?:jpg|png|xml|txt|pt|md|py))\s*\|(?:.*\|)?\s*([0-9a-f]{40})\b[^|]*\|\s*$")
 _SECTION = re.compile(r"^##\s+(\S+)")
 
 
