@@ -73,6 +73,21 @@ def synthetic_image_folder(root: Path, generator: dict[str, Any], seed: int, num
                                  num_classes=num_classes, **common)
 
 
+def synthetic_image_folder_splits(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
+                                  image_size: int, common: dict[str, Any]) -> L.LightningDataModule:
+    """The synthetic image folder read by data=image_folder's datamodule (separate val / test
+    splits by fractions, eval-time deformation): seed 001's recipes on the embedded data."""
+    from data import synthetic
+    from data.image_folder_splits import ImageFolderSplitsDataModule
+
+    folder = root / "classification"
+    generator.setdefault("num_classes", num_classes)
+    synthetic.write_image_folder(folder, seed=seed, **generator)
+    _report_missing_images(folder, common["skip_bad_files"])
+    return ImageFolderSplitsDataModule(root=str(folder), image_size=image_size,
+                                       num_classes=num_classes, **common)
+
+
 def synthetic_cifar10(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
                       image_size: int, common: dict[str, Any]) -> L.LightningDataModule:
     from data import synthetic

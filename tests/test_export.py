@@ -134,6 +134,7 @@ def test_command_line_errors(tmp_path, capsys):
     assert "ckpt_path=PATH" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_from_a_trained_checkpoint(tmp_path, capsys):
     """A 1-epoch classification run writes a checkpoint; the command line exports and checks it."""
     from data import synthetic
