@@ -6,7 +6,8 @@ The layout (the seed's appendix, 224 px input): seven 3x3 convs with padding 1, 
 64 -> 64 -> 128 -> 128 -> 256 channels, stride 2 on the odd layers (1, 3, 5, 7), every conv with a
 bias and followed by BatchNorm and ReLU; then the classification head's global average pooling and
 one linear layer (no dropout). The variants differ only in the spatial layer at some positions
-(indices of ``features``, the seed's layer numbers minus one):
+(indices of ``features``, the seed's layer numbers minus one; layer 1, the 3-channel stem, is
+always a standard conv, as in the seed's three nets):
 
 - ``simple_cnn``: ``standard`` everywhere, 585,383 parameters with 7 classes;
 - ``simple_dsc``: ``depthwise_separable`` at layers 2-7 ("the middle six", positions 1..6): a
@@ -25,6 +26,7 @@ asking for it ("stride16_expansion") is an error that says so.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Iterable, Optional
 
 from torch import nn
@@ -35,7 +37,7 @@ from .activations import ActivationSpec, resolve_activation
 from .base import Backbone, FeatureInfo, plan_strides
 from .options import batch_norm
 from .registry import register_backbone
-from .spatial import SpatialPlan, SpatialSpec
+from .spatial import SpatialPlan, SpatialSpec, build_spatial
 
 # (output channels, stride) of the seed's seven 3x3 convs.
 LAYERS: tuple[tuple[int, int], ...] = ((32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2))
@@ -47,8 +49,8 @@ class SimpleCNNBackbone(Backbone):
 
     Args:
         spatial / spatial_at / spatial_positions: the spatial layer, the roles it replaces
-            ("conv", every layer) and at which layers (indices of ``features``; None: all).
-            Layers not selected are ``standard`` convs.
+            ("conv", layers 2-7) and at which layers (indices of ``features``, 1..6; None: all).
+            Layers not selected, and the stem, are ``standard`` convs.
         width_mult: multiplies every layer's channels (rounded, at least 1).
         output_stride: 32 or 16 leave the net as it is (it ends at 16); 8 dilates conv7.
         bias: every conv has a bias (the seed's PyTorch ``nn.Conv2d`` default).
@@ -56,6 +58,7 @@ class SimpleCNNBackbone(Backbone):
     """
 
     default_classifier_dropout = 0.0  # the seed's head: pooling and one linear layer
+    native_output_stride = 16  # four stride-2 convs: output_stride 32 leaves the net at 16
 
     def __init__(
         self,
@@ -76,7 +79,7 @@ class SimpleCNNBackbone(Backbone):
             raise ConfigError(f"width_mult must be > 0, got {width_mult!r}.")
         self.width_mult = float(width_mult)
         plan = SpatialPlan.create(spatial, spatial_at, SPATIAL_ROLES, spatial_positions,
-                                  valid_positions=range(len(LAYERS)))
+                                  valid_positions=range(1, len(LAYERS)))
         act = resolve_activation(activation, "activation")
         norm_layer = batch_norm(norm_eps, norm_momentum)
         strides = plan_strides([s for _, s in LAYERS], output_stride)
@@ -84,10 +87,13 @@ class SimpleCNNBackbone(Backbone):
         in_ch = 3
         for index, ((channels, _), where) in enumerate(zip(LAYERS, strides)):
             out_ch = max(1, round(channels * width_mult))
-            layers.append(plan.build("conv", in_ch, out_ch, position=index, default="standard",
-                                     kernel_size=3, stride=where.stride, dilation=where.dilation,
-                                     bias=bias, norm_layer=norm_layer, activation_layer=act,
-                                     where=f"features.{index} (the seed's layer {index + 1})"))
+            build = build_spatial if index == 0 else partial(plan.build, "conv", position=index,
+                                                             default="standard")
+            spec = ("standard",) if index == 0 else ()
+            layers.append(build(*spec, in_ch, out_ch, kernel_size=3, stride=where.stride,
+                                dilation=where.dilation, bias=bias, norm_layer=norm_layer,
+                                activation_layer=act,
+                                where=f"features.{index} (the seed's layer {index + 1})"))
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         last = len(LAYERS) - 1
