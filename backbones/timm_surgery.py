@@ -247,9 +247,6 @@ def replace_pointwise_convs(model: nn.Module, convs: Iterable[ConvRecord], spec:
     spec = pointwise_spec(spec)
     roles = resolve_roles(at)
     report = SurgeryReport(spec["name"], roles, params_before=_count(model))
-    if spec["name"] == "dense":  # timm's own 1x1 convs are the dense layer: nothing to swap
-        report.params_after = report.params_before
-        return report
     for record in convs:
         if not record.pointwise or record.role not in roles:
             continue
