@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
 from errors import ConfigError
 from tasks.base import SUITE_KEY
+from tasks.classification_report import format_classification_report
 from tasks.runtime import (
     CONFIG_KEY,
     apply_channels_last,
@@ -91,6 +92,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         info = checkpoint[SUITE_KEY]
         print("\n" + format_metrics_table(metrics, title=f"{info['task']} · {info['backbone']}"))
+        report = (getattr(model, "test_results", {}) or {}).get("classification_report")
+        if report:
+            print("\n" + format_classification_report(report))
         out = Path(ckpt_path + ".eval.json")
         write_json(out, {"checkpoint": str(Path(ckpt_path).resolve()), "task": info["task"],
                          "backbone": info["backbone"], "metrics": metrics,

@@ -131,6 +131,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(metrics_to_dict(trainer.callback_metrics))
         results = dict(getattr(model, "test_results", {}) or {})
         results["tested_checkpoint"] = ckpt or "final weights"
+        if cfg.get("cpu_ms_per_image") and trainer.is_global_zero:
+            from tasks.inference_timing import cpu_ms_per_image
+
+            timing = cpu_ms_per_image(model, datamodule.test_dataset, int(cfg.cpu_ms_per_image))
+            metrics["test/cpu_ms_per_image"] = timing["cpu_ms_per_image"]
+            results["inference_timing"] = timing
     if best:
         # Selected on validation; when validation reads the test set that is a test-selected
         # number, and its key says so.

@@ -34,6 +34,7 @@ from analysis.structure import StructureCache
 from analysis.tables import Table, difference_table, metric_tables, to_latex, to_markdown
 from benchmarks.common import write_csv
 from errors import ConfigError, DataError, SuiteFileNotFoundError, exit_on_user_error
+from tasks.output_paths import check_output_folder, output_folder
 
 RUN_COLUMNS = ("path", "task", "dataset", "backbone", "seed", "status", "metric", "value", "reason")
 
@@ -189,7 +190,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                          "test/miou by task)")
     parser.add_argument("--baseline", help="backbone family, name or pointwise layer (default mv2)")
     parser.add_argument("--candidate", help="backbone family, name or pointwise layer (default cog)")
-    parser.add_argument("--out", help="output folder (default: <first PATH>/report)")
+    parser.add_argument("--out", help="output folder (default: <first PATH>/report, or ./report when "
+                                      "that is not writable)")
     parser.add_argument("--format", choices=("markdown", "latex"), default="markdown")
     parser.add_argument("--confidence", type=float, default=CONFIDENCE,
                         help="confidence level of the t intervals (default 0.95)")
@@ -216,7 +218,10 @@ def main(argv: Sequence[str] | None = None) -> Report:
     if not report.results:
         raise DataError(f"none of the {len(report.runs)} runs found is complete; "
                         "see the skipped runs above")
-    out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
+    if args.out:
+        out = check_output_folder(Path(args.out), "report", "--out")
+    else:  # the default place may be a read-only (shared, archived) logs folder
+        out = output_folder(Path(args.paths[0]) / "report", [Path.cwd() / "report"], "report", "--out")
     written = write_outputs(report, out, args.format, plots=not args.no_plot)
     print("written: " + ", ".join(str(p) for p in written))
     return report

@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from heads.classification import ClassificationHead
 from tasks.base import TaskBase, build_backbone
+from tasks.classification_report import classification_report
 
 
 DEFAULT_DROPOUT = 0.2  # torchvision's MobileNetV2 classifier
@@ -100,6 +101,8 @@ class ClassificationTask(TaskBase):
             "per_class_accuracy": dict(zip(self.class_names, per_class.tolist())),
             "confusion_matrix": confusion.tolist(),
             "class_names": self.class_names,
+            # per-class precision / recall / F1 (seed 003's report); eval.py prints it
+            "classification_report": classification_report(confusion.tolist(), self.class_names),
         }
         self.test_per_class.reset()
         self.test_confusion.reset()
