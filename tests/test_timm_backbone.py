@@ -213,3 +213,19 @@ def test_train_py_runs_mobilenetv3_cog_and_logs_the_surgery(tmp_path, caplog):
     assert any(k.startswith("test/") for k in metrics)
     assert any("replaced 14 1x1 convs (expand) with 'cog'; params 2,971,952 -> " in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_timm_detector_with_cog(tmp_path):
+    """Fusion + ONNX export through the suite's exporter (SSD-Lite reads the expansion tap)."""
+    from deploy.export import export_onnx
+    from tasks.detection import DetectionTask
+
+    torch.manual_seed(0)
+    model = DetectionTask(backbone={"name": "timm", "model_name": "mobilenetv4_conv_small", "pointwise": "cog"},
+                          num_classes=2).eval()
+    randomize_batchnorm(model)
+    report = export_onnx(model, torch.zeros(1, 3, SIZE, SIZE), tmp_path / "timm.onnx")
+    for name in report.output_names:
+        assert report.max_abs_diff[name] <= report.tolerance[name]
+        assert report.fused_max_abs_diff[name] <= report.tolerance[name]
