@@ -26,10 +26,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from errors import ConfigError
-import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
-from tasks.divergence import NonFiniteLossGuard, TrainingDiverged
-from tasks.reproducibility import EpochSeedCallback
-from tasks.runtime import (
+import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
+from cogsuite.divergence import NonFiniteLossGuard, TrainingDiverged
+from cogsuite.reproducibility import EpochSeedCallback
+from cogsuite.runtime import (
     StoreConfigInCheckpoint,
     apply_channels_last,
     build_trainer,
@@ -42,7 +42,7 @@ from tasks.runtime import (
     resolve_device_defaults,
     write_json,
 )
-from tasks.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
+from cogsuite.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
 
 log = logging.getLogger("train")
 

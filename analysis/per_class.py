@@ -58,8 +58,7 @@ def load_or_run_evaluation(cfg, rerun: bool = False) -> dict[str, Any]:
     result_path = Path(str(ckpt) + ".eval.json")
     fresh = result_path.is_file() and result_path.stat().st_mtime >= ckpt.stat().st_mtime
     if rerun or not fresh or "per_class_accuracy" not in _read_json(result_path):
-        from eval import evaluate
-
+        from cogsuite.evaluation import evaluate
         evaluate(cfg)
     results = _read_json(result_path)
     for key in ("per_class_accuracy", "confusion_matrix", "class_names"):
@@ -76,8 +75,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def training_class_counts(cfg) -> tuple[list[str], list[int]]:
     """(class names, training samples per class) from the checkpoint's datamodule (only this
     suite's datamodules are built from a checkpoint)."""
-    from eval import read_suite_checkpoint, run_config
-    from tasks.suite_checkpoint import instantiate_data
+    from cogsuite.evaluation import read_suite_checkpoint, run_config
+    from cogsuite.suite_checkpoint import instantiate_data
 
     checkpoint = read_suite_checkpoint(cfg.ckpt_path)
     datamodule = instantiate_data(run_config(checkpoint, cfg).data, cfg.ckpt_path)
@@ -89,8 +88,8 @@ def training_class_counts(cfg) -> tuple[list[str], list[int]]:
 
 
 def check_classification_checkpoint(ckpt_path: str | Path) -> None:
-    from eval import read_suite_checkpoint
-    from tasks.base import SUITE_KEY
+    from cogsuite.suite_checkpoint import read_suite_checkpoint
+    from cogsuite.checkpoint_keys import SUITE_KEY
 
     task = read_suite_checkpoint(ckpt_path)[SUITE_KEY]["task"]
     if task != "classification":

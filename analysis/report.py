@@ -34,7 +34,7 @@ from analysis.structure import StructureCache
 from analysis.tables import Table, difference_table, metric_tables, to_latex, to_markdown
 from benchmarks.common import write_csv
 from errors import ConfigError, DataError, SuiteFileNotFoundError, exit_on_user_error
-from tasks.output_paths import check_output_folder, output_folder
+from cogsuite.output_paths import check_output_folder, output_folder
 
 RUN_COLUMNS = ("path", "task", "dataset", "backbone", "seed", "status", "metric", "value", "reason")
 

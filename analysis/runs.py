@@ -17,12 +17,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from errors import SuiteFileNotFoundError
+from tasks.registry import get_task, list_tasks
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 HYDRA_FILE = Path(".hydra") / "hydra.yaml"
 METRICS_FILE = "metrics.json"
-TASKS = ("classification", "detection", "segmentation")
-DEFAULT_METRIC = {"classification": "test/acc", "detection": "test/map", "segmentation": "test/miou"}
+# The registered tasks (tasks.registry) and the test metric that is each one's result.
+TASKS = tuple(list_tasks())
+DEFAULT_METRIC = {task: get_task(task).metric for task in TASKS}
 
 
 @dataclass
@@ -117,7 +119,7 @@ def _is_run_folder(folder: Path) -> bool:
 def final_config_folder(folder: Path) -> Path:
     """The ``.hydra`` folder of the configuration a run finished with: a run resumed in place
     keeps its first ``.hydra/`` and writes each resume's config to
-    ``.hydra/resume_<time>_<id>/`` (``tasks.run_dirs``); the newest of those, else ``.hydra``."""
+    ``.hydra/resume_<time>_<id>/`` (``cogsuite.run_dirs``); the newest of those, else ``.hydra``."""
     hydra = folder / CONFIG_FILE.parent
     resumes = sorted(p for p in hydra.glob("resume_*") if (p / CONFIG_FILE.name).is_file()) if hydra.is_dir() else []
     return resumes[-1] if resumes else hydra

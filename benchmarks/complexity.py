@@ -63,40 +63,12 @@ from errors import ConfigError, exit_on_user_error
 from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
 from backbones.pointwise import conv_memory_access_cost, copy_memory_access_cost, pointwise_spec, using_impl
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
+from tasks.registry import TaskSpec, get_task, list_tasks
 
 
-@dataclass(frozen=True)
-class TaskSetting:
-    """How one task's model is built and fed for the complexity table."""
-
-    build: Callable[..., nn.Module]  # build(backbone_spec[, num_classes]) -> task module
-    image_size: int
-    description: str
-
-
-def _classifier(backbone: Any, num_classes: int = 1000) -> nn.Module:
-    from tasks.classification import ClassificationTask
-
-    return ClassificationTask(backbone=backbone, num_classes=num_classes)
-
-
-def _detector(backbone: Any, num_classes: int = 20) -> nn.Module:
-    from tasks.detection import DetectionTask
-
-    return DetectionTask(backbone=backbone, num_classes=num_classes)
-
-
-def _segmenter(backbone: Any, num_classes: int = 21) -> nn.Module:
-    from tasks.segmentation import SegmentationTask
-
-    return SegmentationTask(backbone=backbone, num_classes=num_classes, output_stride=16)
-
-
-TASKS: dict[str, TaskSetting] = {
-    "classification": TaskSetting(_classifier, 224, "classifier, 224 px, 1000 classes"),
-    "detection": TaskSetting(_detector, 300, "SSD-Lite, 300 px, 20 classes"),
-    "segmentation": TaskSetting(_segmenter, 480, "DeepLabv3, 480 px, OS16, 21 classes"),
-}
+# Every registered task (tasks.registry): its TaskSpec builds the model (``build``) and gives the
+# input size and the one-line description of the table.
+TASKS = tuple(list_tasks())
 
 
 # --------------------------------------------------------------------------- structure
@@ -302,7 +274,7 @@ def complexity_table(
             log(f"{task} · {name}: counting")
             model = build_model(task, choice, width_mult, num_classes=num_classes)
             row = structural_row(task, name, model, image_size or setting.image_size)
-            if task == "classification":
+            if setting.model_size_by_classes:
                 for classes in size_classes:
                     sized = build_model(task, choice, width_mult, num_classes=classes)
                     row[f"model_kib_{classes}"] = saved_state_dict_kib(sized)
@@ -410,10 +382,10 @@ def format_ratios(ratios: Sequence[dict[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-def _task_setting(task: str) -> TaskSetting:
+def _task_setting(task: str) -> TaskSpec:
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return TASKS[task]
+    return get_task(task)
 
 
 def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
@@ -530,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     print(f"\n{machine_description()}")
     for task in args.tasks:
-        print(f"- {task}: {TASKS[task].description}" + (
+        print(f"- {task}: {get_task(task).description}" + (
             f", width_mult {args.width_mult}" if args.width_mult != 1.0 else ""))
     print("MACs/FLOPs: conv + matmul at batch 1 (FlopCounterMode; FLOPs = 2 x MACs). "
           "1x1 MAC: ShuffleNetV2 memory access cost of the 1x1 convs, "

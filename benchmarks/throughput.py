@@ -58,23 +58,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import move_data_to_device
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.common import machine_description, markdown_table, write_csv
 from errors import ConfigError, exit_on_user_error
+from tasks.registry import get_task, list_tasks
 
-TASKS = ("classification", "detection", "segmentation")
 BACKBONES = ("mv2_e2", "cog_e2", "mv2_e6", "cog_e6")
-REFERENCE_LABEL = {
-    "classification": "tv mobilenet_v2",
-    "detection": "tv ssdlite320_mnv3",
-    "segmentation": "tv deeplabv3_mnv3",
-}
-# Classes of the benchmark models: an ImageNet-size classifier (thesis Table 5.2), VOC for the rest.
-NUM_CLASSES = {"classification": 1000, "detection": 20, "segmentation": 21}
-BOXES_PER_IMAGE = 3  # random ground-truth boxes per detection image (VOC averages ~2.4)
 
 
 @dataclass(frozen=True)
@@ -83,9 +75,14 @@ class Size:
     batch_size: int
 
 
-# Thesis settings; --quick uses the second set (CPU smoke runs).
-THESIS_SIZES = {"classification": Size(224, 16), "detection": Size(300, 24), "segmentation": Size(480, 8)}
-QUICK_SIZES = {"classification": Size(96, 4), "detection": Size(160, 4), "segmentation": Size(128, 2)}
+# Every task registered in tasks/ (tasks.registry) with the settings its TaskSpec gives: the
+# benchmark models' classes (an ImageNet-size classifier, thesis Table 5.2; VOC for the rest),
+# the thesis sizes and the --quick ones (CPU smoke runs), and its torchvision reference.
+TASKS = tuple(list_tasks())
+REFERENCE_LABEL = {task: get_task(task).reference_label for task in TASKS}
+NUM_CLASSES = {task: get_task(task).num_classes for task in TASKS}
+THESIS_SIZES = {task: Size(get_task(task).image_size, get_task(task).batch_size) for task in TASKS}
+QUICK_SIZES = {task: Size(*get_task(task).quick_size) for task in TASKS}
 
 # Training without a Trainer: the tasks' self.log calls are no-ops that warn; the warning is noise.
 warnings.filterwarnings("ignore", message=r".*self\.log\(\)` but the `self\.trainer` reference.*")
@@ -233,69 +230,23 @@ def images_per_second(seconds: Sequence[float], batch_size: int, num_steps: int)
 def build_task_model(task: str, backbone: str | Mapping[str, Any],
                      num_classes: int | None = None) -> L.LightningModule:
     """Our LightningModule of ``task`` with its default (thesis) settings."""
-    num_classes = NUM_CLASSES[task] if num_classes is None else num_classes
-    if task == "classification":
-        from tasks.classification import ClassificationTask
-        return ClassificationTask(backbone=backbone, num_classes=num_classes)
-    if task == "detection":
-        from tasks.detection import DetectionTask
-        return DetectionTask(backbone=backbone, num_classes=num_classes)
-    if task == "segmentation":
-        from tasks.segmentation import SegmentationTask
-        return SegmentationTask(backbone=backbone, num_classes=num_classes)
-    raise ConfigError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    return get_task(task).build(backbone, num_classes)
 
 
 def build_reference_model(task: str, image_size: int, num_classes: int | None = None) -> nn.Module:
     """torchvision's closest model for ``task``, from scratch."""
-    from torchvision.models import mobilenet_v2
-    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
-    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
-
-    num_classes = NUM_CLASSES[task] if num_classes is None else num_classes
-    if task == "classification":
-        return mobilenet_v2(weights=None, num_classes=num_classes)
-    if task == "detection":
-        model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                              num_classes=num_classes + 1)  # + background
-        # Its transform resizes every image to 320x320; use our input size instead.
-        model.transform.min_size = (image_size,)
-        model.transform.max_size = image_size
-        model.transform.fixed_size = (image_size, image_size)
-        return model
-    if task == "segmentation":
-        return deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False,
-                                            num_classes=num_classes)
-    raise ConfigError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    spec = get_task(task)
+    return spec.reference_model(image_size, spec.num_classes if num_classes is None else num_classes)
 
 
 def make_batch(task: str, size: Size, runtime: Runtime, num_classes: int | None = None,
                seed: int = 0) -> tuple[Tensor, Any]:
     """A random training batch in the task's batch format (see ARCHITECTURE.md)."""
-    num_classes = NUM_CLASSES[task] if num_classes is None else num_classes
+    spec = get_task(task)
     gen = torch.Generator().manual_seed(seed)
-    b, s = size.batch_size, size.image_size
-    images = runtime.place_images(torch.randn(b, 3, s, s, generator=gen))
-    if task == "classification":
-        return images, torch.randint(0, num_classes, (b,), generator=gen).to(runtime.device)
-    if task == "detection":
-        targets = []
-        for _ in range(b):
-            corner = torch.rand(BOXES_PER_IMAGE, 2, generator=gen) * 0.6 * s
-            extent = (0.1 + 0.3 * torch.rand(BOXES_PER_IMAGE, 2, generator=gen)) * s
-            boxes = torch.cat([corner, (corner + extent).clamp(max=s)], dim=1)
-            targets.append({
-                "boxes": boxes.to(runtime.device),
-                "labels": torch.randint(1, num_classes + 1, (BOXES_PER_IMAGE,),
-                                        generator=gen).to(runtime.device),
-                "difficult": torch.zeros(BOXES_PER_IMAGE, dtype=torch.bool, device=runtime.device),
-            })
-        return images, targets
-    if task == "segmentation":
-        masks = torch.randint(0, num_classes, (b, s, s), generator=gen)
-        masks[:, :, : s // 16] = 255  # some ignored pixels, as on VOC object boundaries
-        return images, masks.to(runtime.device)
-    raise ConfigError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    images, target = spec.make_batch(size.batch_size, size.image_size,
+                                     spec.num_classes if num_classes is None else num_classes, gen)
+    return runtime.place_images(images), move_data_to_device(target, runtime.device)
 
 
 def task_optimizer(model: L.LightningModule) -> torch.optim.Optimizer:
@@ -310,21 +261,15 @@ def ours_loss(model: L.LightningModule, batch: tuple[Tensor, Any]) -> Tensor:
 
 
 def reference_loss(task: str, model: nn.Module, batch: tuple[Tensor, Any]) -> Tensor:
-    images, target = batch
-    if task == "classification":
-        return F.cross_entropy(model(images), target)
-    if task == "detection":
-        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in target]
-        return sum(model(list(images), targets).values())
-    return F.cross_entropy(model(images)["out"], target, ignore_index=255)
+    return get_task(task).reference_loss(model, batch)
 
 
 def ours_inference(task: str, model: L.LightningModule, images: Tensor) -> Any:
-    return model.detect(images) if task == "detection" else model(images)
+    return get_task(task).inference(model, images)
 
 
 def reference_inference(task: str, model: nn.Module, images: Tensor) -> Any:
-    return model(list(images)) if task == "detection" else model(images)
+    return get_task(task).reference_inference(model, images)
 
 
 def train_step_fn(model: nn.Module, loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer,
@@ -424,7 +369,8 @@ def ratio_rows(results: Sequence[ModelResult]) -> list[list[Any]]:
             continue
         reference = by_key.get((device, task, REFERENCE_LABEL[task]))
         if reference is not None:
-            target = ">= 1.0 (same architecture)" if (task, label) == ("classification", "mv2_e6") else ""
+            same = label == get_task(task).reference_backbone if task in TASKS else False
+            target = ">= 1.0 (same architecture)" if same else ""
             add(f"{label} / {reference.label}", target, result, reference)
     for (device, task, label), result in by_key.items():
         if label.startswith("cog_"):

@@ -27,6 +27,7 @@ from data.cifar_transforms import AUGMENTATIONS, check_normalize, cifar_eval_tra
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
 from data.split_datamodule import SplitDataModule
+from data.registry import register_datamodule
 from errors import ConfigError, DataError
 
 BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
@@ -120,6 +121,7 @@ class CIFARDataset(Dataset):
         return self.transform(image=self.images[index])["image"], int(self.labels[index])
 
 
+@register_datamodule
 class CIFAR10DataModule(SplitDataModule):
     """CIFAR-10: train / seeded stratified validation from the training batches, the official test
     batch as test split. The files are read lazily, on first use of ``num_classes`` /

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from cogsuite.checkpoint_keys import SUITE_KEY  # written by on_save_checkpoint
 from errors import ConfigError
 from tasks.schedules import build_scheduler
 
@@ -17,7 +18,6 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 INTERVALS = ("step", "epoch")  # how often the lr schedule is stepped
-SUITE_KEY = "cogsuite"  # marks checkpoints written by this suite (see on_save_checkpoint)
 
 
 def backbone_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:

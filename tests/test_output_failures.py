@@ -10,8 +10,8 @@ import io
 import pytest
 import torch
 
-import tasks.checkpoint_io as checkpoint_io
-from tasks.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
+import cogsuite.checkpoint_io as checkpoint_io
+from cogsuite.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
 
 
 class _FillingDisk(io.RawIOBase):
@@ -75,7 +75,7 @@ def _one_finished_run(root):
 
 
 def test_report_in_a_read_only_logs_folder_goes_to_the_working_folder(tmp_path, monkeypatch, capsys):
-    import tasks.output_paths as output_paths
+    import cogsuite.output_paths as output_paths
     from analysis.report import main
 
     logs = tmp_path / "logs"

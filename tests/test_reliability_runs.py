@@ -115,7 +115,7 @@ def test_run_and_sweep_folders_carry_the_run_id(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tasks.run_dirs import run_id
+    from cogsuite.run_dirs import run_id
     from tests.helpers import CONFIG_DIR
 
     GlobalHydra.instance().clear()
@@ -131,7 +131,7 @@ def test_run_and_sweep_folders_carry_the_run_id(tmp_path):
 
 
 def test_run_folder_of_a_checkpoint():
-    from tasks.run_dirs import resumed_run_dir
+    from cogsuite.run_dirs import resumed_run_dir
 
     here = Path(__file__)
     assert resumed_run_dir(None) is None and resumed_run_dir(str(here)) is None  # not in checkpoints/
@@ -170,7 +170,7 @@ def test_skip_mode_drops_nonfinite_steps_and_shows_nan(tmp_path, synthetic_dir, 
 
 
 def test_table_shows_nan_and_inf():
-    from tasks.runtime import format_metrics_table, metrics_to_dict
+    from cogsuite.runtime import format_metrics_table, metrics_to_dict
 
     metrics = metrics_to_dict({"val/loss": torch.tensor(float("nan")), "test/loss": float("inf"),
                                "val/acc": 0.5})
@@ -180,7 +180,7 @@ def test_table_shows_nan_and_inf():
 
 # --------------------------------------------------------------------------- atomic saving
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from tasks.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
+    from cogsuite.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
 
     io = AtomicCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"
@@ -202,7 +202,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_disk_full_during_training_is_one_clear_error(tmp_path, synthetic_dir, monkeypatch):
-    from tasks.checkpoint_io import CheckpointSaveError
+    from cogsuite.checkpoint_io import CheckpointSaveError
     from train import train
 
     cfg = compose_config("train", tiny(synthetic_dir, "trainer.max_epochs=2", "test=false",

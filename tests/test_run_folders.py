@@ -17,7 +17,7 @@ def test_report_sees_the_configuration_a_resumed_run_finished_with(tmp_path):
                  overrides=("synthetic.max_epochs=1",))
     extended = make_run(tmp_path / "extended", "cog_e2", 4, {"test/acc": 0.9},
                         overrides=("synthetic.max_epochs=1",))
-    # Resumed in place with trainer.max_epochs=2: that invocation's config, as tasks.run_dirs writes it.
+    # Resumed in place with trainer.max_epochs=2: that invocation's config, as cogsuite.run_dirs writes it.
     later = composed("classification", "cog_e2", ("synthetic.max_epochs=1", "trainer.max_epochs=2"))
     later["seed"] = 4
     for stamp in ("2026-01-01_00-00-00_aaaa0000", "2026-01-02_00-00-00_bbbb0000"):
