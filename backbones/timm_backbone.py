@@ -47,7 +47,7 @@ from .timm_surgery import (
 
 log = logging.getLogger("backbones")
 
-DEFAULT_MODEL = "mobilenetv3_large_100"
+DEFAULT_MODEL = "mobilenetv4_conv_small"  # the smallest of the four ready configs
 PROBE_SIZE = 128  # the construction probe: big enough that stride-32 maps (4x4) differ from SE's 1x1
 
 

@@ -19,6 +19,9 @@ from tests.helpers import compose_config, randomize_batchnorm
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 
 MODELS = ("mobilenetv3_large_100", "mobilenetv4_conv_small", "efficientnet_lite0", "ghostnet_100")
+# The smallest model runs in the quick lane; the other three with the slow tests.
+QUICK = "mobilenetv4_conv_small"
+MODELS_QUICK_FIRST = [pytest.param(m, marks=() if m == QUICK else pytest.mark.slow) for m in MODELS]
 SIZE = 64
 
 
@@ -36,7 +39,7 @@ def timm_checkpoint(name: str, path) -> str:
     return file
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODELS_QUICK_FIRST)
 def test_dense_is_timms_own_model(name, tmp_path):
     """pointwise dense at every 1x1 conv: timm's parameter count, and with one checkpoint loaded
     by timm itself (its local-file pretrained loading) and by backbone.pretrained, identical taps."""
@@ -59,7 +62,10 @@ def test_dense_is_timms_own_model(name, tmp_path):
         assert torch.equal(got[tap], expected[tap]), tap
 
 
-SURGERY = [(name, layer) for name in MODELS for layer in ("cog", "group_shuffle", "kgroup")]
+# cog in all four; group_shuffle and kgroup (their folds through a shuffle / two grouped convs)
+# in the smallest two (the contract test runs every layer in the default timm model too).
+SURGERY = [(name, "cog") for name in MODELS] + [
+    (name, layer) for name in ("mobilenetv4_conv_small", "ghostnet_100") for layer in ("group_shuffle", "kgroup")]
 
 
 @pytest.mark.slow
@@ -98,17 +104,17 @@ def test_surgery_changes_exactly_the_convs_it_reports(name, layer):
 def test_cog_and_group_start_from_the_dense_weights_kgroup_is_new(tmp_path):
     from safetensors.torch import load_file
 
-    file = timm_checkpoint("mobilenetv3_large_100", tmp_path)
+    file = timm_checkpoint(QUICK, tmp_path)
     state = load_file(file)
     # kgroup at a projection (C_in >= C_out, groups > 1) adds a second grouped conv: a product of
     # two weights, no projection; there it starts new.
-    kgroup = create_backbone("timm", model_name="mobilenetv3_large_100", pointwise="kgroup",
+    kgroup = create_backbone("timm", model_name=QUICK, pointwise="kgroup",
                              pointwise_at="project")
     report = load_backbone_weights(kgroup, file)
     assert report.newly_initialised and set(report.newly_initialised) == {
         p for p in kgroup.surgery.replaced if kgroup.get_submodule(p).second is not None}
     for layer in ("cog", "group", "group_shuffle"):
-        backbone = create_backbone("timm", model_name="mobilenetv3_large_100", pointwise=layer)
+        backbone = create_backbone("timm", model_name=QUICK, pointwise=layer)
         report = load_backbone_weights(backbone, file)
         replaced = list(backbone.surgery.replaced)
         assert report.projected == replaced and not report.newly_initialised
@@ -143,6 +149,7 @@ def test_clear_errors_name_the_model():
         create_backbone("timm", pointwise="cog", pointwise_at=["squeeze"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_variant_configs_build_their_model(name, tmp_path):
     cfg = compose_config("train", [f"backbone=timm_{name}", "backbone.pointwise.name=cog"], tmp_path)
@@ -229,3 +236,34 @@ def test_onnx_export_of_a_timm_detector_with_cog(tmp_path):
     for name in report.output_names:
         assert report.max_abs_diff[name] <= report.tolerance[name]
         assert report.fused_max_abs_diff[name] <= report.tolerance[name]
+
+
+@pytest.mark.slow
+def test_complexity_and_throughput_measure_timm_models(tmp_path):
+    """benchmarks.complexity from the command line (dense vs cog rows) and a throughput
+    training / inference step, through the interfaces every family uses."""
+    import csv
+
+    import benchmarks.throughput as tp
+    from benchmarks import complexity
+
+    path = tmp_path / "timm.csv"
+    complexity.main(["--tasks", "classification", "--backbones", "timm", "--no-latency", "--image-size", "64",
+                     "--pointwise", "dense", "cog", "--set", "model_name=mobilenetv4_conv_small",
+                     "--classes", "5", "--csv", str(path)])
+    with open(path) as handle:
+        rows = {row["backbone"]: row for row in csv.DictReader(handle)}
+    dense = rows["timm+dense model_name=mobilenetv4_conv_small"]
+    cog = rows["timm+cog model_name=mobilenetv4_conv_small"]
+    assert int(dense["params"]) == 1_261_664 + 960 * 1000 + 1000  # timm's features + the classifier
+    assert int(cog["params"]) < int(dense["params"]) and float(cog["macs"]) < float(dense["macs"])
+
+    runtime = tp.Runtime(torch.device("cpu"))
+    size = tp.Size(64, 2)
+    batch = tp.make_batch("classification", size, runtime)
+    entry = tp.ours_entry("classification", {"name": "timm", "model_name": "mobilenetv4_conv_small",
+                                              "pointwise": "cog"}, batch, runtime)
+    before = [p.detach().clone() for p in entry.model.parameters()]
+    entry.infer()
+    entry.train()
+    assert any(not torch.equal(a, b) for a, b in zip(before, entry.model.parameters()))
