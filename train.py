@@ -23,12 +23,16 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from errors import ConfigError
 import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
 from cogsuite.divergence import NonFiniteLossGuard, TrainingDiverged
 from cogsuite.reproducibility import EpochSeedCallback
+from cogsuite.resume import check_training_settings, in_place_problem, record_origin, same_model
+from cogsuite.run_dirs import resumed_run_dir
+from cogsuite.run_lock import RunFolderInUseError, RunFolderLock, remove_stale_temporaries
 from cogsuite.runtime import (
     StoreConfigInCheckpoint,
     apply_channels_last,
@@ -71,7 +75,70 @@ def _best_checkpoint_callback(trainer: L.Trainer, monitor: str):
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; returns the final metrics (a diverged run
-    also returns ``diverged`` = True)."""
+    also returns ``diverged`` = True). The run folder is locked for the job (one writer,
+    ``cogsuite.run_lock``); a resume is checked first (``cogsuite.resume``)."""
+    out = Path(cfg.paths.output_dir)
+    fresh_folder = not out.exists() or not any(p.name not in _HYDRA_ONLY for p in out.iterdir())
+    try:
+        origin = _check_resume(cfg, out)
+    except ConfigError:
+        if fresh_folder:  # the folder Hydra made for a run that never started: leave no trace
+            _remove_unstarted_run_folder(out)
+        raise
+    if rank_zero_only.rank != 0:  # DDP processes of the same run: rank 0 holds the lock
+        return _train(cfg, origin)
+    try:
+        lock = RunFolderLock(out).acquire()
+    except RunFolderInUseError:
+        _remove_this_invocations_config(out)
+        raise
+    try:
+        remove_stale_temporaries(out)
+        return _train(cfg, origin)
+    finally:
+        lock.release()
+
+
+_HYDRA_ONLY = {".hydra", "train.log", ".run.lock"}
+
+
+def _remove_unstarted_run_folder(out: Path) -> None:
+    import shutil
+
+    if out.is_dir() and all(p.name in _HYDRA_ONLY for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _remove_this_invocations_config(out: Path) -> None:
+    """A refused resume leaves no ``.hydra/resume_*`` record of a run that did not happen."""
+    import shutil
+
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    if subdir and str(subdir).startswith(".hydra/resume_"):
+        shutil.rmtree(out / str(subdir), ignore_errors=True)
+
+
+def _check_resume(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
+    """Refuse a resume that would record settings it does not apply; the origin of a run
+    started from another run's checkpoint (None otherwise)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path or not cfg.get("train", True):
+        return None
+    checkpoint = read_suite_checkpoint(ckpt_path)
+    if same_model(checkpoint, cfg):  # another task or backbone: check_resumable explains that later
+        check_training_settings(checkpoint, cfg, str(ckpt_path))
+    del checkpoint
+    source_run = resumed_run_dir(ckpt_path)
+    if source_run is not None and Path(source_run).resolve() == out.resolve():
+        return None  # continues in its own folder
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+    reason = in_place_problem(source_run, overrides) if source_run is not None else None
+    origin = record_origin(out, str(ckpt_path), reason)
+    log.info("starting a new run in %s from %s (%s)", out, ckpt_path, origin["reason_for_a_new_run_folder"])
+    return origin
+
+
+def _train(cfg: DictConfig, origin: dict[str, Any] | None) -> dict[str, Any]:
     resolve_device_defaults(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -93,7 +160,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model = torch.compile(model)
 
     guard = NonFiniteLossGuard(cfg.get("on_nonfinite_loss", "stop"),
-                               cfg.get("max_consecutive_skips", 20))
+                               cfg.get("max_consecutive_skips", 20), cfg.get("max_loss_growth", 1e4))
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks") + [
         StoreConfigInCheckpoint(cfg), EpochSeedCallback(cfg.seed), guard]
     loggers = instantiate_group(cfg.get("logger"), "logger")
@@ -149,6 +216,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         diverged = {"reason": f"non-finite {', '.join(bad)} at the end of the run"}
     if guard.skipped_steps:
         results["skipped_nonfinite_steps"] = guard.skipped_steps
+    if origin is not None:
+        results["origin"] = origin
 
     if trainer.is_global_zero:
         _report(cfg, metrics, results, diverged, guard.skipped_steps)

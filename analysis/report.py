@@ -7,6 +7,10 @@ paired differences and a Pareto plot.
     python -m analysis.report logs/ --baseline mv2 --candidate cog --format latex
     python -m analysis.report logs/ --metric test/acc_top5 --task classification
 
+A hyperparameter search (a multirun folder with Optuna's ``optimization_results.yaml``) also gets
+a table of its trials: the searched parameters, the validation metric optimised, the test metric,
+the best trial marked (``analysis.search``).
+
 PATH is a run folder, a multirun folder or any parent: every folder below it with a
 ``.hydra/config.yaml`` or ``metrics.json`` is a run. Runs are grouped by task, dataset, backbone
 config (pointwise settings included) and recipe, and summarised over seeds (see
@@ -28,6 +32,7 @@ from pathlib import Path
 from analysis.grouping import Group, group_runs
 from analysis.pareto import plot_file_name, plot_pareto
 from analysis.results import Comparison, GroupResult, comparisons, group_results
+from analysis.search import search_tables
 from analysis.runs import DEFAULT_METRIC, TASKS, Run, find_run_folders, load_run, skip_reason
 from analysis.stats import CONFIDENCE
 from analysis.structure import StructureCache
@@ -87,6 +92,8 @@ def build_report(paths: Sequence[str | Path], *, task: str | None = None,
     for task_name in dict.fromkeys(c.baseline.group.task for c in compared):
         report.tables.append(difference_table(
             [c for c in compared if c.baseline.group.task == task_name], baseline, candidate))
+    # Optuna sweeps (hparams_search=...): every trial with its parameters and the best one.
+    report.tables += search_tables(paths)
     report.text = render(report, paths, fmt, metric_for)
     return report
 

@@ -61,7 +61,9 @@ import yaml
 
 from errors import ConfigError, exit_on_user_error
 from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
-from backbones.pointwise import conv_memory_access_cost, copy_memory_access_cost, pointwise_spec, using_impl
+from backbones.pointwise import (
+    conv_memory_access_cost, copy_memory_access_cost, pointwise_spec, using_impl
+)
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
 from tasks.registry import TaskSpec, get_task, list_tasks
 

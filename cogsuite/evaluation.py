@@ -3,7 +3,8 @@ the per-class analysis calls it too).
 
 Task, backbone and data settings are rebuilt from the config stored in the checkpoint; only
 this suite's own task and datamodule classes are ever built from it (``cogsuite.suite_checkpoint``).
-The metrics table is printed and written as JSON next to the checkpoint (PATH.eval.json).
+The metrics table is printed and written as JSON next to the checkpoint (PATH.eval.json); when
+that folder is read-only, to this evaluation's own log folder instead (said), or to ``out=FILE``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from cogsuite.checkpoint_keys import CONFIG_KEY, SUITE_KEY
+from cogsuite.output_paths import OutputPathError, check_output_folder, folder_problem, output_folder
 from cogsuite.runtime import (
     apply_channels_last,
     build_trainer,
@@ -70,8 +72,31 @@ def _checkpoint_path(cfg: DictConfig) -> str:
     return str(cfg.ckpt_path)
 
 
+def _eval_json_path(cfg: DictConfig, ckpt_path: str) -> Path:
+    """Where the results go, decided before the evaluation runs: ``out`` if given (a file, or a
+    folder to put ``<checkpoint>.eval.json`` in), else next to the checkpoint, else (read-only
+    checkpoint folder) this evaluation's log folder."""
+    name = Path(ckpt_path).name + ".eval.json"
+    given = cfg.get("out")
+    if given:
+        given = Path(str(given))
+        if given.is_dir():
+            return check_output_folder(given, "evaluation results", "out=") / name
+        problem = folder_problem(given.parent)
+        if problem is not None:
+            raise OutputPathError(f"cannot write the evaluation results to {given}: {problem}; name a "
+                                  "writable file or folder with out=")
+        return given
+    try:
+        own_log_folder = [Path(str(cfg.paths.output_dir))]
+    except Exception:  # noqa: BLE001 - no Hydra run (called as a library): no log folder
+        own_log_folder = []
+    return output_folder(Path(ckpt_path).parent, own_log_folder, "evaluation results", "out=PATH") / name
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = _checkpoint_path(cfg)
+    out = _eval_json_path(cfg, ckpt_path)
     checkpoint = read_suite_checkpoint(ckpt_path)
     run_cfg = run_config(checkpoint, cfg)
     resolve_device_defaults(run_cfg)
@@ -89,7 +114,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         report = (getattr(model, "test_results", {}) or {}).get("classification_report")
         if report:
             print("\n" + format_classification_report(report))
-        out = Path(ckpt_path + ".eval.json")
         write_json(out, {"checkpoint": str(Path(ckpt_path).resolve()), "task": info["task"],
                          "backbone": info["backbone"], "metrics": metrics,
                          **(getattr(model, "test_results", {}) or {})})

@@ -8,7 +8,6 @@ line (``OutputPathError``).
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ def output_folder(preferred: Path, fallbacks: Sequence[Path], what: str, option:
         if folder_problem(fallback) is None:
             log.warning("cannot write the %s to %s (%s); writing it to %s instead (choose with %s)",
                         what, preferred, problem, fallback, option)
-            print(f"note: {preferred} is not writable ({problem}); the {what} goes to {fallback}")
+            print(f"note: {preferred} is not writable ({problem}); writing the {what} to {fallback}")
             return fallback
     raise OutputPathError(f"cannot write the {what} to {preferred}: {problem}; name a writable folder "
                           f"with {option}")
@@ -66,12 +65,3 @@ def check_output_folder(folder: Path, what: str, option: str) -> Path:
         raise OutputPathError(f"cannot write the {what} to {folder}: {problem}; name a writable folder "
                               f"with {option}")
     return folder
-
-
-def write_text_or_explain(path: Path, text: str, what: str) -> None:
-    """Write ``path``; an OSError (disk full, permission) becomes one line naming the file."""
-    try:
-        path.write_text(text)
-    except OSError as error:
-        hint = "free disk space" if error.errno == errno.ENOSPC else "make it writable or choose another place"
-        raise OutputPathError(f"cannot write the {what} {path}: {error.strerror or error}; {hint}") from None

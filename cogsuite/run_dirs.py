@@ -5,10 +5,12 @@ is random (32 bits from the OS), drawn once per process, so runs started in the 
 on one machine or on many nodes of a cluster, never share a folder. A multirun sweep folder
 carries the id too; its jobs are numbered subfolders.
 
-``python train.py ckpt_path=<run>/checkpoints/X.ckpt`` resumes in ``<run>``: logs continue in
-the same folder, and Lightning's best-checkpoint tracking (which it restores only when the
-checkpoint folder is unchanged) carries on. Hydra then writes that invocation's config under
-``<run>/.hydra/resume_<time>_<id>/`` so the original run's ``.hydra/`` stays as it was.
+``python train.py ckpt_path=<run>/checkpoints/X.ckpt`` resumes in ``<run>`` when that run has
+not finished and is resumed with its own settings (``cogsuite.resume.in_place_problem``): logs
+continue in the same folder, and Lightning's best-checkpoint tracking (which it restores only
+when the checkpoint folder is unchanged) carries on. Hydra then writes that invocation's config
+under ``<run>/.hydra/resume_<time>_<id>/`` so the original run's ``.hydra/`` stays as it was.
+A finished run, or other settings, train in a new run folder that records its origin.
 
 The resolvers are registered on import (train.py and eval.py import this module).
 """
@@ -43,12 +45,27 @@ def resumed_run_dir(ckpt_path: Any, train: Any = True) -> str | None:
     return os.path.abspath(ckpt.parent.parent)
 
 
-def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True) -> str:
-    return resumed_run_dir(ckpt_path, train) or new_dir
+def _overrides(root: Any) -> list[str] | None:
+    try:
+        return [str(o) for o in root.hydra.overrides.task]
+    except Exception:  # noqa: BLE001 - outside a Hydra run (compose in tests): unknown
+        return None
 
 
-def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "") -> str:
-    if resumed_run_dir(ckpt_path, train) is None:
+def continued_run_dir(ckpt_path: Any, train: Any = True, overrides: list[str] | None = None) -> str | None:
+    """The run folder a resume continues in, or None when it trains in a new folder."""
+    from cogsuite.resume import in_place_problem
+
+    run = resumed_run_dir(ckpt_path, train)
+    return run if run is not None and in_place_problem(run, overrides) is None else None
+
+
+def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True, *, _root_: Any = None) -> str:
+    return continued_run_dir(ckpt_path, train, _overrides(_root_)) or new_dir
+
+
+def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "", *, _root_: Any = None) -> str:
+    if continued_run_dir(ckpt_path, train, _overrides(_root_)) is None:
         return ".hydra"
     return f".hydra/resume_{stamp}_{run_id()}"
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cogsuite.instantiate import instantiate_node
 from errors import exit_on_user_error, user_error
 from cogsuite.checkpoint_io import AtomicCheckpointIO
+from cogsuite.quiet import quiet_third_party_noise
 from cogsuite.checkpoint_keys import CONFIG_KEY
 
 __all__ = ["CONFIG_KEY", "StoreConfigInCheckpoint", "apply_channels_last", "build_trainer",
@@ -66,6 +67,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     the config brings its own plugins."""
     if not cfg.trainer.get("plugins"):
         overrides.setdefault("plugins", [AtomicCheckpointIO()])
+    quiet_third_party_noise()
     return instantiate_node(cfg.trainer, "trainer", callbacks=callbacks,
                             logger=loggers or False, **overrides)
 

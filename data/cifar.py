@@ -23,7 +23,9 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 
 from data.cifar_pickle import read_batch, read_meta
-from data.cifar_transforms import AUGMENTATIONS, check_normalize, cifar_eval_transform, cifar_train_transform
+from data.cifar_transforms import (AUGMENTATIONS, check_normalize, cifar_eval_transform, cifar_normalization,
+                                   cifar_train_transform)
+from data.device_transforms import Normalization
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
 from data.split_datamodule import SplitDataModule
@@ -169,6 +171,11 @@ class CIFAR10DataModule(SplitDataModule):
         self._split = stratified_indices(train.labels, hp.val_fraction, hp.seed)
 
     @property
+    def input_normalization(self) -> Normalization:
+        """How the task normalises the uint8 batches on the device."""
+        return cifar_normalization(self.hparams.get("normalize", "imagenet"))
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
@@ -176,6 +183,13 @@ class CIFAR10DataModule(SplitDataModule):
     def class_names(self) -> list[str]:
         self._load()
         return list(self._train.class_names)
+
+    @property
+    def train_class_counts(self) -> list[int]:
+        """Training samples per class (label order), for the per-class (long-tail) analysis."""
+        self._load()
+        counts = np.bincount(self._train.labels[self._split[0]], minlength=self.num_classes)
+        return [int(c) for c in counts]
 
     @property
     def split_sizes(self) -> dict[str, int]:

@@ -141,7 +141,8 @@ register_task(TaskSpec(
     reference_model=_reference_model,
     reference_loss=_reference_loss,
     synthetic={"imagefolder": "data.synthetic_datamodule.synthetic_image_folder",
-               "cifar10": "data.synthetic_datamodule.synthetic_cifar10"},
+               "cifar10": "data.synthetic_datamodule.synthetic_cifar10",
+               "image_folder_splits": "data.synthetic_datamodule.synthetic_image_folder_splits"},
     model_size_by_classes=True,  # the head grows with the classes (Caltech-256 vs Flowers)
     order=0,
 ))

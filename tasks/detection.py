@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from data.device_transforms import Normalization, prepare_batch_images
 from errors import ConfigError
 from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE, SHRINKAGES
 from heads.ssd_lite import (
@@ -70,6 +71,9 @@ class DetectionTask(TaskBase):
             ((i + 0.5) * shrinkage / 300, only for 300 px inputs).
         head_init: ``pytorch`` (layer defaults, as the reference from scratch), ``normal``
             (normal(0, 0.03), torchvision's ssdlite) or ``xavier``.
+        head_spatial / head_spatial_at: a spatial layer (``backbones.spatial``, e.g.
+            ``deform_depthwise``) and the head's depthwise convs it replaces ("extras",
+            "predictors"; default none: the reference's depthwise convs).
         iou_threshold / neg_pos_ratio: matching threshold and hard-negative ratio of the loss.
         score_thresh / nms_iou / candidates_per_class / max_detections / clip_boxes: inference
             post-processing (``heads.ssd_lite.postprocess_detections``).
@@ -102,6 +106,8 @@ class DetectionTask(TaskBase):
         shrinkages: Sequence[float] = SHRINKAGES,
         head_init: str = "pytorch",
         clip_boxes: bool = False,
+        head_spatial: str | Mapping[str, Any] = "depthwise",
+        head_spatial_at: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if optimizer is None:
@@ -125,7 +131,8 @@ class DetectionTask(TaskBase):
             tap_channels, num_classes + 1, extra_channels=extra_channels, box_sizes=box_sizes,
             aspect_ratios=aspect_ratios, reference_size=reference_size,
             extra_expand_ratios=extra_expand_ratios, prior_centers=prior_centers,
-            shrinkages=shrinkages, head_init=head_init)
+            shrinkages=shrinkages, head_init=head_init, spatial=head_spatial,
+            spatial_at=head_spatial_at)
         self.loss_fn = SSDLoss(iou_threshold, neg_pos_ratio)
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(1, num_classes + 1)]
         self.val_map = VOCMeanAveragePrecision(num_classes=num_classes, use_07_metric=True)
@@ -139,6 +146,20 @@ class DetectionTask(TaskBase):
         self._epoch_positives: Tensor | None = None
         self._epoch_batches = 0
         self.test_results: dict[str, Any] = {}
+
+    # The VOC datamodule's default; ``setup`` reads the datamodule's own.
+    default_normalization = Normalization.mb2_ssd_lite()
+
+    def prepare_images(self, images: Tensor, batch: Any) -> Tensor:
+        """uint8 -> float on the device; mb2-ssd-lite training targets carry their photometric
+        distortion (``data.detection_pipeline``), applied here before normalising."""
+        targets = batch[1] if len(batch) > 1 else None
+        if images.dtype != torch.uint8 or not targets or "photometric" not in targets[0]:
+            return super().prepare_images(images, batch)
+        return prepare_batch_images(images, self.input_normalization or self.default_normalization,
+                                    photometric=torch.stack([t["photometric"] for t in targets]),
+                                    image_rects=torch.stack([t["image_rect"] for t in targets]),
+                                    fill=torch.stack([t["fill"] for t in targets]))
 
     def forward(self, images: Tensor) -> SSDLiteOutput:
         features = self.backbone.forward_features(images, self.feature_taps)

@@ -4,10 +4,13 @@ splits (official test batch, seeded stratified validation), sizes, clear errors;
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from data.device_transforms import Normalization, prepare_batch_images
 from hydra.utils import instantiate
 
 from data.cifar import CIFAR10DataModule, read_cifar10, stratified_indices
@@ -86,7 +89,7 @@ def test_splits_official_test_batch_and_stratified_seeded_validation(cifar_root)
 def test_batches_native_or_resized(cifar_root, image_size, augment):
     dm = datamodule(cifar_root, image_size=image_size, augment=augment)
     images, labels = next(iter(dm.train_dataloader()))
-    assert images.shape == (4, 3, image_size, image_size) and images.dtype == torch.float32
+    assert images.shape == (4, 3, image_size, image_size) and images.dtype == torch.uint8  # normalised on the device
     assert labels.dtype == torch.long
     val_images, _ = next(iter(dm.val_dataloader()))
     again, _ = next(iter(dm.val_dataloader()))
@@ -97,6 +100,7 @@ def test_native_eval_image_is_the_stored_image_normalised(cifar_root):
     dm = datamodule(cifar_root, image_size=32)
     dm.setup()
     image, _ = dm.test_dataset[0]
+    image = prepare_batch_images(image[None], Normalization.imagenet())[0]  # as the task does on the device
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     stored = torch.from_numpy(dm.test_dataset.images[0]).permute(2, 0, 1).float() / 255
@@ -135,7 +139,8 @@ def test_synthetic_datamodule_writes_and_reads_the_pickle_format(tmp_path):
                               num_classes=4, generator={"images_per_class": 10, "image_size": 40},
                               format="cifar10")
     assert isinstance(dm, CIFAR10DataModule) and dm.num_classes == 4
-    assert (tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch").is_file()
+    assert (Path(dm.hparams.root) / "cifar-10-batches-py" / "test_batch").is_file()
+    assert Path(dm.hparams.root).parent == tmp_path and Path(dm.hparams.root).name.startswith("cifar10-")
     with pytest.raises(ValueError, match="synthetic format 'cifar10' is not available for detection"):
         synthetic_datamodule("detection", tmp_path, 4, 0, 64, 2, format="cifar10")
 
@@ -186,6 +191,7 @@ def test_seed_experiment_configs(tmp_path, experiment, batch, lr, schedule, augm
     assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.defaults["alpha"] == 0.9
 
 
+@pytest.mark.slow
 def test_train_on_synthetic_cifar_through_the_real_reader(tmp_path, synthetic_dir):
     from train import train
 

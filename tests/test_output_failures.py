@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import io
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,7 +90,7 @@ def test_report_in_a_read_only_logs_folder_goes_to_the_working_folder(tmp_path, 
     monkeypatch.chdir(tmp_path / "elsewhere")
     main([str(logs), "--no-structure", "--no-plot"])
     out = capsys.readouterr().out
-    assert f"the report goes to {tmp_path / 'elsewhere' / 'report'}" in out
+    assert f"writing the report to {tmp_path / 'elsewhere' / 'report'}" in out
     assert (tmp_path / "elsewhere" / "report" / "report.md").is_file()
     assert not (logs / "report").exists()
 
@@ -108,3 +110,39 @@ def test_report_out_naming_a_file_or_unwritable_place_is_one_line(tmp_path, caps
     with pytest.raises(SystemExit):
         main([str(tmp_path / "logs"), "--no-structure", "--no-plot", "--out", str(tmp_path / "notes.txt" / "sub")])
     assert "is a file, not a folder; name a writable folder with --out" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- eval.py
+@pytest.mark.slow
+def test_eval_next_to_a_read_only_checkpoint_writes_to_its_log_folder_and_says_so(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import cogsuite.output_paths as output_paths
+    from cogsuite.evaluation import evaluate
+    from data.synthetic import write_cifar10
+    from tests.helpers import FIXTURES, compose_config
+
+    run = tmp_path / "archive" / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    ckpt = Path(shutil.copy(FIXTURES / "legacy_checkpoints" / "cifar10.pt", run / "last.ckpt"))
+    write_cifar10(tmp_path / "cifar", images_per_class=2, test_images_per_class=1, image_size=32)
+    real_access = os.access
+    archive = str(tmp_path / "archive")
+    monkeypatch.setattr(output_paths.os, "access",  # a read-only archive (chmod would not stop root)
+                        lambda path, mode: False if str(path).startswith(archive) else real_access(path, mode))
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", f"+data.root={tmp_path / 'cifar'}"], tmp_path / "eval")
+    evaluate(cfg)
+    written = tmp_path / "eval" / "last.ckpt.eval.json"
+    assert json.loads(written.read_text())["checkpoint"] == str(ckpt.resolve())
+    out = capsys.readouterr().out
+    assert f"writing the evaluation results to {tmp_path / 'eval'}" in out and f"written: {written}" in out
+    assert sorted(p.name for p in run.iterdir()) == ["last.ckpt"]
+    # out= names the place; a file where a folder should be is one line.
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", f"+data.root={tmp_path / 'cifar'}",
+                                  f"out={tmp_path / 'results' / 'cifar.json'}"], tmp_path / "eval2")
+    evaluate(cfg)
+    assert (tmp_path / "results" / "cifar.json").is_file()
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", f"out={tmp_path / 'results' / 'cifar.json' / 'x.json'}"],
+                         tmp_path / "eval3")
+    with pytest.raises(output_paths.OutputPathError, match="is a file, not a folder; name a writable file or folder with out="):
+        evaluate(cfg)
