@@ -156,6 +156,8 @@ def spatial_variants():
     pair trains one task, chosen so that every family and every layer sees all three tasks."""
     families: dict[type, str] = {}
     for name in list_backbones():
+        if "spatial" not in backbone_overrides(name):  # no spatial surgery (timm: docs/timm.md)
+            continue
         families.setdefault(type(create_backbone(name, width_mult=0.25)), name)
     return [(name, layer, TASKS[(i + j) % len(TASKS)])
             for i, name in enumerate(families.values()) for j, layer in enumerate(list_spatial())]
