@@ -12,6 +12,7 @@ docs/reliability.md.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -27,6 +28,9 @@ from omegaconf import DictConfig, open_dict
 
 from errors import ConfigError
 import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
+from tasks import cluster
+from tasks.requeue import RequeueOnSignal, RunRequeued
+from tasks.run_status import error_line, start_status, write_status
 from tasks.divergence import NonFiniteLossGuard, TrainingDiverged
 from tasks.reproducibility import EpochSeedCallback
 from tasks.runtime import (
@@ -64,6 +68,18 @@ def _fill_num_classes(cfg: DictConfig, datamodule: L.LightningDataModule) -> Non
         datamodule.save_hyperparameters({**hparams, "num_classes": found})
 
 
+def _continue_unfinished_run(cfg: DictConfig) -> None:
+    """A run folder that already holds this run's checkpoints and no metrics.json is an
+    unfinished run started again in its own folder (a SLURM requeue, see tasks.cluster): it
+    continues from its most advanced checkpoint instead of starting over."""
+    checkpoint = cluster.resume_checkpoint(cfg.paths.output_dir)
+    if checkpoint is None:
+        return
+    log.warning("continuing the unfinished run in %s from %s", cfg.paths.output_dir, checkpoint)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(checkpoint)
+
+
 def _best_checkpoint_callback(trainer: L.Trainer, monitor: str):
     return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) == monitor),
                 None)
@@ -81,6 +97,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     getattr(datamodule, "class_names", None)  # indexes the dataset now (lazy datamodules)
     _fill_num_classes(cfg, datamodule)
     model: L.LightningModule = instantiate_node(cfg.model, "model")
+    if cfg.get("train", True) and not cfg.get("ckpt_path"):
+        _continue_unfinished_run(cfg)
     if cfg.get("ckpt_path"):  # refuse another task/architecture or a broken file before Lightning reads it
         checkpoint = read_suite_checkpoint(cfg.ckpt_path)
         if cfg.get("train", True):
@@ -97,7 +115,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks") + [
         StoreConfigInCheckpoint(cfg), EpochSeedCallback(cfg.seed), guard]
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer = build_trainer(cfg, callbacks, loggers)
+    requeue = next((cb for cb in callbacks if isinstance(cb, RequeueOnSignal)), None)
+    trainer = build_trainer(cfg, callbacks, loggers,
+                            cluster_environment=requeue.slurm_environment() if requeue else None)
+    if cfg.get("train", True):
+        start_status(cfg.paths.output_dir)
     best_callback = _best_checkpoint_callback(trainer, cfg.monitor)
 
     diverged: dict[str, Any] | None = None
@@ -146,6 +168,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if trainer.is_global_zero:
         _report(cfg, metrics, results, diverged, guard.skipped_steps)
+        if cfg.get("train", True):
+            write_status(cfg.paths.output_dir, state="finished" if diverged is None else "diverged")
     if diverged is not None:
         metrics["diverged"] = True
     return metrics
@@ -172,12 +196,57 @@ def _report(cfg: DictConfig, metrics: dict[str, float], results: dict[str, Any],
 
 
 DIVERGED_EXIT_STATUS = 3
+# The run saved its checkpoint on a SLURM signal and stopped (requeued, or stopped by SIGTERM).
+REQUEUED_EXIT_STATUS = 0
+
+
+def read_status_safely(cfg: DictConfig) -> dict[str, Any]:
+    from tasks.run_status import read_status
+
+    return read_status(cfg.paths.output_dir)
+
+
+def _finished_metrics(cfg: DictConfig) -> float | None:
+    """A requeued SLURM job whose run already finished (requeued after its last checkpoint)
+    does not train again: it returns the stored result."""
+    if not cluster.is_requeued_start() or not cfg.get("train", True):
+        return None
+    path = Path(cfg.paths.output_dir) / cluster.METRICS_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text()).get("metrics", {})
+    log.warning("the run in %s has finished already (metrics.json); not training it again",
+                cfg.paths.output_dir)
+    return stored.get(cfg.monitor, math.nan)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    cluster.pin_local_job_gpus(hydra_cfg.job.get("num") if multirun else None,
+                               cfg.trainer.get("devices"))
+    cluster.export_submitit_ranks()
+    finished = _finished_metrics(cfg)
+    if finished is not None:
+        return finished
+    try:
+        if multirun:
+            with cluster.ddp_children_run_this_job(hydra_cfg.overrides.task, cfg.paths.output_dir):
+                metrics = train(cfg)
+        else:
+            metrics = train(cfg)
+    except RunRequeued as stop:
+        status = read_status_safely(cfg)
+        write_status(cfg.paths.output_dir, state="requeued" if stop.requeued else "stopped",
+                     requeues=int(status.get("requeues", 0) or 0) + int(stop.requeued))
+        log.warning("%s", stop)
+        sys.exit(REQUEUED_EXIT_STATUS)
+    except BaseException as error:
+        if not isinstance(error, SystemExit) or error.code not in (0, None):
+            write_status(cfg.paths.output_dir, state="failed", error=error_line(error))
+        raise
     if not metrics.get("diverged"):
         return metrics.get(cfg.monitor)  # for Hydra sweepers
     if HydraConfig.get().mode == RunMode.MULTIRUN:

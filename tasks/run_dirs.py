@@ -5,6 +5,10 @@ is random (32 bits from the OS), drawn once per process, so runs started in the 
 on one machine or on many nodes of a cluster, never share a folder. A multirun sweep folder
 carries the id too; its jobs are numbered subfolders.
 
+In a SLURM job the run id is the job's id, and a job SLURM requeued finds the folder its first
+start created (``tasks.cluster.requeued_run_dir``); a multirun's sweep folder is fixed in the
+launching process, so submitit's jobs and their requeues share it.
+
 ``python train.py ckpt_path=<run>/checkpoints/X.ckpt`` resumes in ``<run>``: logs continue in
 the same folder, and Lightning's best-checkpoint tracking (which it restores only when the
 checkpoint folder is unchanged) carries on. Hydra then writes that invocation's config under
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from errors import ConfigError, exit_with_error
 
@@ -29,8 +33,11 @@ _RUN_ID = secrets.token_hex(4)
 
 
 def run_id() -> str:
-    """This process's run id (8 hex digits); the same on every call."""
-    return _RUN_ID
+    """This process's run id: in a SLURM job the job's id (``slurm-<cluster>-<job>``, the same
+    after a requeue, see tasks.cluster), else 8 random hex digits; the same on every call."""
+    from tasks.cluster import slurm_run_id
+
+    return slurm_run_id() or _RUN_ID
 
 
 def resumed_run_dir(ckpt_path: Any, train: Any = True) -> str | None:
@@ -43,8 +50,12 @@ def resumed_run_dir(ckpt_path: Any, train: Any = True) -> str | None:
     return os.path.abspath(ckpt.parent.parent)
 
 
-def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True) -> str:
-    return resumed_run_dir(ckpt_path, train) or new_dir
+def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True, overrides: Any = None) -> str:
+    from tasks.cluster import requeued_run_dir
+
+    if overrides is not None and not isinstance(overrides, (list, tuple)):
+        overrides = OmegaConf.to_container(overrides) if OmegaConf.is_config(overrides) else None
+    return resumed_run_dir(ckpt_path, train) or requeued_run_dir(new_dir, overrides) or new_dir
 
 
 def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "") -> str:
@@ -53,8 +64,17 @@ def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "") -> 
     return f".hydra/resume_{stamp}_{run_id()}"
 
 
-for _name, _resolver in (("run_id", run_id), ("run_dir", _run_dir), ("hydra_subdir", _hydra_subdir)):
-    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
+def _register_resolvers() -> None:
+    from tasks import cluster
+
+    for name, resolver in (("run_id", run_id), ("run_dir", _run_dir), ("hydra_subdir", _hydra_subdir),
+                           ("launcher_gpus", cluster.launcher_gpus),
+                           ("launcher_cpus_per_task", cluster.launcher_cpus_per_task),
+                           ("local_gpu_count", cluster.local_gpu_count)):
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
+
+
+_register_resolvers()
 
 
 def check_writable_folder(folder: str | os.PathLike, what: str = "log folder") -> None:
@@ -83,6 +103,11 @@ class CheckRunFolder(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "sweep folder")
+        # Fix the sweep folder now, in the launching process: submitit's jobs (and SLURM's
+        # requeues of them) rebuild the config from a pickle and would resolve ${now:} and
+        # ${run_id:} again, each to another folder.
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = str(config.hydra.sweep.dir)
 
     @staticmethod
     def _check(folder: str, what: str) -> None:
