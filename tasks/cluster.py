@@ -8,7 +8,7 @@ The launchers are Hydra's submitit plugin (``configs/hydra/launcher/slurm.yaml``
   ``<array job>_<array task>`` for an array task), which SLURM keeps when it requeues the job, so
   the requeued job can find its folder. Elsewhere it is random (``tasks.run_dirs``).
 - **Its folder after a requeue.** A multirun job's folder is ``<sweep>/<job number>_<backbone>``;
-  the sweep folder is fixed once in the launching process (``tasks.run_dirs.CheckRunFolder``), so
+  the sweep folder is resolved once in the launching process (``tasks.run_dirs``), so
   the requeued job, which SLURM starts from the same pickled submission, gets the same folder. A
   single run (``python train.py`` in a batch script) that SLURM requeues looks for the unfinished
   folder of its own job id with the same overrides (``requeued_run_dir``); never another job's.

@@ -6,8 +6,8 @@ on one machine or on many nodes of a cluster, never share a folder. A multirun s
 carries the id too; its jobs are numbered subfolders.
 
 In a SLURM job the run id is the job's id, and a job SLURM requeued finds the folder its first
-start created (``tasks.cluster.requeued_run_dir``); a multirun's sweep folder is fixed in the
-launching process, so submitit's jobs and their requeues share it.
+start created (``tasks.cluster.requeued_run_dir``); a multirun's sweep folder is resolved once, in
+the launching process, so submitit's jobs and their requeues share it.
 
 ``python train.py ckpt_path=<run>/checkpoints/X.ckpt`` resumes in ``<run>``: logs continue in
 the same folder, and Lightning's best-checkpoint tracking (which it restores only when the
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from errors import ConfigError, exit_with_error
 
@@ -67,7 +67,11 @@ def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "") -> 
 def _register_resolvers() -> None:
     from tasks import cluster
 
-    for name, resolver in (("run_id", run_id), ("run_dir", _run_dir), ("hydra_subdir", _hydra_subdir),
+    # run_id is cached like Hydra's ${now:}: a sweep job's config is composed anew (in a
+    # submitit job, or its SLURM requeue, in another process) and takes the launching process's
+    # resolver cache (ConfigLoader.load_sweep_config), so every job resolves the same sweep folder.
+    OmegaConf.register_new_resolver("run_id", run_id, replace=True, use_cache=True)
+    for name, resolver in (("run_dir", _run_dir), ("hydra_subdir", _hydra_subdir),
                            ("launcher_gpus", cluster.launcher_gpus),
                            ("launcher_cpus_per_task", cluster.launcher_cpus_per_task),
                            ("local_gpu_count", cluster.local_gpu_count)):
@@ -103,11 +107,6 @@ class CheckRunFolder(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "sweep folder")
-        # Fix the sweep folder now, in the launching process: submitit's jobs (and SLURM's
-        # requeues of them) rebuild the config from a pickle and would resolve ${now:} and
-        # ${run_id:} again, each to another folder.
-        with read_write(config.hydra), open_dict(config.hydra):
-            config.hydra.sweep.dir = str(config.hydra.sweep.dir)
 
     @staticmethod
     def _check(folder: str, what: str) -> None:

@@ -45,7 +45,8 @@ DATAMODULE_TARGETS = frozenset({
 _RUN_COMPONENT = re.compile(
     r"lightning\.pytorch\.(trainer\.)?Trainer|lightning\.Trainer"
     r"|lightning\.pytorch\.(callbacks|loggers)\.[A-Z]\w*"
-    r"|tasks\.csv_logger\.[A-Z]\w*|benchmarks\.throughput\.BatchTimer")
+    r"|tasks\.csv_logger\.[A-Z]\w*|benchmarks\.throughput\.BatchTimer"
+    r"|tasks\.requeue\.RequeueOnSignal|tasks\.run_status\.Heartbeat")
 RUN_COMPONENT_SECTIONS = ("trainer", "callbacks", "logger")
 
 
