@@ -275,3 +275,53 @@ def test_slurm_requeue_continues_its_own_run_bit_identically(tmp_path, synthetic
     status = json.loads((run / "status.json").read_text())
     assert (status["state"], status["requeues"], status["restarts"]) == ("finished", 1, 1)
     assert len(calls.read_text().splitlines()) == 1  # the second start was not requeued
+
+
+# --------------------------------------------------------------------------- status view
+def _fake_run(root: Path, name: str, seed: int, backbone: str = "mv2_e2", metrics: dict | None = None,
+              status: dict | None = None) -> Path:
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        f"task_name: classification\nseed: {seed}\nbackbone:\n  name: {backbone}\n"
+        "trainer:\n  max_epochs: 60\n")
+    (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      data: flowers\n")
+    if metrics is not None:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    if status is not None:
+        (run / "status.json").write_text(json.dumps(status))
+    return run
+
+
+def test_status_view_says_where_every_run_stands(tmp_path, capsys):
+    from datetime import datetime, timedelta, timezone
+
+    from analysis.report import main
+
+    now = datetime.now(timezone.utc)
+    recent, old = (now - timedelta(seconds=30)).isoformat(), (now - timedelta(hours=3)).isoformat()
+    sweep = tmp_path / "logs" / "classification" / "multiruns" / "s"
+    _fake_run(sweep, "0_mv2_e2", 1, metrics={"metrics": {"test/acc": 0.5}, "diverged": False},
+              status={"state": "finished", "requeues": 2})
+    _fake_run(sweep, "1_mv2_e2", 2, status={"state": "running", "heartbeat": recent, "host": "gpu7",
+                                            "slurm_job_id": "88_1", "epoch": 3, "step": 120})
+    _fake_run(sweep, "2_mv2_e2", 3, status={"state": "requeued", "requeues": 1, "epoch": 1, "step": 40})
+    _fake_run(sweep, "3_cog_e2", 1, backbone="cog_e2",
+              status={"state": "failed", "error": "DataError: flowers/daisy/1.jpg is truncated"})
+    _fake_run(sweep, "4_cog_e2", 2, backbone="cog_e2", status={"state": "running", "heartbeat": old})
+    _fake_run(sweep, "5_cog_e2", 3, backbone="cog_e2",
+              metrics={"metrics": {"test/acc": float("nan")}, "diverged": True})
+    assert main(["--status", str(tmp_path / "logs")]) is None
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[1].rsplit("/", 1)[-1]: line for line in out.splitlines()
+            if line.startswith("| ") and "_e2" in line}
+    assert rows["0_mv2_e2"].startswith("| finished |") and "| 2 |" in rows["0_mv2_e2"]
+    assert rows["1_mv2_e2"].startswith("| running |")
+    assert "last heartbeat 30 s ago on gpu7, SLURM job 88_1, epoch 3, step 120" in rows["1_mv2_e2"]
+    assert rows["2_mv2_e2"].startswith("| requeued |") and "| 1 |" in rows["2_mv2_e2"]
+    assert rows["3_cog_e2"].startswith("| failed |") and "is truncated" in rows["3_cog_e2"]
+    assert rows["4_cog_e2"].startswith("| running? |") and "3.0 h ago" in rows["4_cog_e2"]
+    assert rows["5_cog_e2"].startswith("| diverged |")
+    assert "6 runs: 1 diverged, 1 failed, 1 finished, 1 requeued, 1 running, 1 running?" in out
+    assert "classification · flowers · mv2_e2: 1 of 3 seeds finished (1); in progress: 2, 3" in out
+    assert "classification · flowers · cog_e2: 0 of 3 seeds finished" in out
