@@ -83,9 +83,26 @@ def exit_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             shown = user_error(exc)
             if shown is None:
                 raise
-            exit_with_error(str(shown))
+            exit_with_error(user_message(shown))
 
     return wrapper
+
+
+_WORKER_PREFIX = "Caught "
+
+
+def user_message(error: SuiteError) -> str:
+    """The message of a bad-input error; for one re-raised from a DataLoader worker process
+    (torch rebuilds it from "Caught X in DataLoader worker process N. Original Traceback ...")
+    the original message, without the worker's traceback."""
+    text = str(error)
+    if not text.startswith(_WORKER_PREFIX) or "\nOriginal Traceback" not in text:
+        return text
+    kind = type(error)
+    marker = f"\n{kind.__module__}.{kind.__qualname__}: "
+    if marker not in text:
+        return text
+    return text.rsplit(marker, 1)[1].rstrip("\n")
 
 
 def exit_with_error(message: str) -> None:

@@ -4,99 +4,18 @@
     python eval.py ckpt_path=PATH paths.data_dir=/data trainer=ddp trainer.devices=2
 
 Task, backbone and data settings are rebuilt from the config stored in the checkpoint; only
-this suite's own task and datamodule classes are ever built from it (``tasks.suite_checkpoint``).
+this suite's own task and datamodule classes are ever built from it (``cogsuite.suite_checkpoint``).
 The metrics table is printed and written as JSON next to the checkpoint (PATH.eval.json).
+The work is done by ``cogsuite.evaluation``; this file is the Hydra entry point.
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
-
 import hydra
-import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
-from errors import ConfigError
-from tasks.base import SUITE_KEY
-from tasks.runtime import (
-    CONFIG_KEY,
-    apply_channels_last,
-    build_trainer,
-    exit_on_user_error,
-    format_metrics_table,
-    metrics_to_dict,
-    resolve_device_defaults,
-    write_json,
-)
-from tasks.suite_checkpoint import build_task, instantiate_data, read_suite_checkpoint, rebase_data_paths
-
-log = logging.getLogger("eval")
-
-__all__ = ["evaluate", "load_task", "read_suite_checkpoint", "run_config"]
-
-
-def run_config(checkpoint: dict[str, Any], cfg: DictConfig) -> DictConfig:
-    """The training run's config with this invocation's paths, trainer and data overrides.
-
-    The stored data roots are absolute paths of the training machine; a ``paths.data_dir`` /
-    ``paths.synthetic_dir`` given here moves every data path under the stored folder to the
-    new one.
-    """
-    stored_container = checkpoint[CONFIG_KEY]
-    stored_paths = dict(stored_container.get("paths") or {})
-    moves = [(stored_paths[key], cfg.paths[key]) for key in ("data_dir", "synthetic_dir")
-             if cfg.paths.get(key) is not None and stored_paths.get(key)]
-    stored = OmegaConf.create({k: v for k, v in stored_container.items() if k != "data"})
-    stored.data = rebase_data_paths(stored_container.get("data") or {}, moves)
-    OmegaConf.set_struct(stored, False)
-    stored.paths = {**stored_paths, **{k: v for k, v in OmegaConf.to_container(cfg.paths, resolve=True).items()
-                                       if v is not None}}
-    for key in ("trainer", "seed", "num_workers", "channels_last"):
-        if key in cfg:
-            stored[key] = cfg[key]
-    if cfg.get("data"):
-        stored.data = OmegaConf.merge(stored.data, cfg.data)
-    stored.data.num_workers = cfg.num_workers
-    stored.ckpt_path = cfg.ckpt_path
-    return stored
-
-
-def load_task(checkpoint: dict[str, Any], path: str | Path) -> L.LightningModule:
-    """The trained task model of a checkpoint read by ``read_suite_checkpoint``."""
-    return build_task(checkpoint, path)
-
-
-def _checkpoint_path(cfg: DictConfig) -> str:
-    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
-        raise ConfigError("no checkpoint given: python eval.py "
-                          "ckpt_path=logs/<task>/runs/<run>/checkpoints/last.ckpt")
-    return str(cfg.ckpt_path)
-
-
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    ckpt_path = _checkpoint_path(cfg)
-    checkpoint = read_suite_checkpoint(ckpt_path)
-    run_cfg = run_config(checkpoint, cfg)
-    resolve_device_defaults(run_cfg)
-    L.seed_everything(run_cfg.seed, workers=True)
-
-    datamodule = instantiate_data(run_cfg.data, ckpt_path)
-    model = apply_channels_last(load_task(checkpoint, ckpt_path), bool(run_cfg.channels_last))
-    trainer = build_trainer(run_cfg, callbacks=[], loggers=[])
-    trainer.test(model, datamodule=datamodule)
-    metrics = metrics_to_dict(trainer.callback_metrics)
-
-    if trainer.is_global_zero:
-        info = checkpoint[SUITE_KEY]
-        print("\n" + format_metrics_table(metrics, title=f"{info['task']} · {info['backbone']}"))
-        out = Path(ckpt_path + ".eval.json")
-        write_json(out, {"checkpoint": str(Path(ckpt_path).resolve()), "task": info["task"],
-                         "backbone": info["backbone"], "metrics": metrics,
-                         **(getattr(model, "test_results", {}) or {})})
-        print(f"\nwritten: {out}")
-    return metrics
+import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
+from cogsuite.evaluation import evaluate, load_task, read_suite_checkpoint, run_config  # noqa: F401
+from cogsuite.runtime import exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")

@@ -24,16 +24,20 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from errors import ConfigError
-import tasks.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
-from tasks import cluster
-from tasks.requeue import RequeueOnSignal, RunRequeued
-from tasks.run_status import error_line, start_status, write_status
-from tasks.divergence import NonFiniteLossGuard, TrainingDiverged
-from tasks.reproducibility import EpochSeedCallback
-from tasks.runtime import (
+import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
+from cogsuite import cluster
+from cogsuite.requeue import RequeueOnSignal, RunRequeued
+from cogsuite.run_status import error_line, read_status, start_status, write_status
+from cogsuite.divergence import NonFiniteLossGuard, TrainingDiverged
+from cogsuite.reproducibility import EpochSeedCallback
+from cogsuite.resume import check_training_settings, in_place_problem, record_origin, same_model
+from cogsuite.run_dirs import resumed_run_dir
+from cogsuite.run_lock import RunFolderInUseError, RunFolderLock, remove_stale_temporaries
+from cogsuite.runtime import (
     StoreConfigInCheckpoint,
     apply_channels_last,
     build_trainer,
@@ -46,7 +50,7 @@ from tasks.runtime import (
     resolve_device_defaults,
     write_json,
 )
-from tasks.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
+from cogsuite.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
 
 log = logging.getLogger("train")
 
@@ -68,10 +72,62 @@ def _fill_num_classes(cfg: DictConfig, datamodule: L.LightningDataModule) -> Non
         datamodule.save_hyperparameters({**hparams, "num_classes": found})
 
 
-def _continue_unfinished_run(cfg: DictConfig) -> None:
-    """A run folder that already holds this run's checkpoints and no metrics.json is an
-    unfinished run started again in its own folder (a SLURM requeue, see tasks.cluster): it
-    continues from its most advanced checkpoint instead of starting over."""
+def _best_checkpoint_callback(trainer: L.Trainer, monitor: str):
+    return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) == monitor),
+                None)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job described by ``cfg``; returns the final metrics (a diverged run
+    also returns ``diverged`` = True). The run folder is locked for the job (one writer,
+    ``cogsuite.run_lock``); a resume is checked first (``cogsuite.resume``)."""
+    out = Path(cfg.paths.output_dir)
+    fresh_folder = not out.exists() or not any(p.name not in _HYDRA_ONLY for p in out.iterdir())
+    _continue_requeued_run(cfg)
+    try:
+        origin = _check_resume(cfg, out)
+    except ConfigError:
+        if fresh_folder:  # the folder Hydra made for a run that never started: leave no trace
+            _remove_unstarted_run_folder(out)
+        raise
+    if rank_zero_only.rank != 0:  # DDP processes of the same run: rank 0 holds the lock
+        return _train(cfg, origin)
+    try:
+        lock = RunFolderLock(out).acquire()
+    except RunFolderInUseError:
+        _remove_this_invocations_config(out)
+        raise
+    try:
+        remove_stale_temporaries(out)
+        return _train(cfg, origin)
+    finally:
+        lock.release()
+
+
+_HYDRA_ONLY = {".hydra", "train.log", ".run.lock"}
+
+
+def _remove_unstarted_run_folder(out: Path) -> None:
+    import shutil
+
+    if out.is_dir() and all(p.name in _HYDRA_ONLY for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _remove_this_invocations_config(out: Path) -> None:
+    """A refused resume leaves no ``.hydra/resume_*`` record of a run that did not happen."""
+    import shutil
+
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    if subdir and str(subdir).startswith(".hydra/resume_"):
+        shutil.rmtree(out / str(subdir), ignore_errors=True)
+
+
+def _continue_requeued_run(cfg: DictConfig) -> None:
+    """A SLURM job started again after a requeue, in its own unfinished run folder (the run
+    folder rules in cogsuite.cluster), continues from the folder's most advanced checkpoint."""
+    if cfg.get("ckpt_path") or not cfg.get("train", True) or not cluster.is_requeued_start():
+        return
     checkpoint = cluster.resume_checkpoint(cfg.paths.output_dir)
     if checkpoint is None:
         return
@@ -80,14 +136,27 @@ def _continue_unfinished_run(cfg: DictConfig) -> None:
         cfg.ckpt_path = str(checkpoint)
 
 
-def _best_checkpoint_callback(trainer: L.Trainer, monitor: str):
-    return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) == monitor),
-                None)
+def _check_resume(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
+    """Refuse a resume that would record settings it does not apply; the origin of a run
+    started from another run's checkpoint (None otherwise)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path or not cfg.get("train", True):
+        return None
+    checkpoint = read_suite_checkpoint(ckpt_path)
+    if same_model(checkpoint, cfg):  # another task or backbone: check_resumable explains that later
+        check_training_settings(checkpoint, cfg, str(ckpt_path))
+    del checkpoint
+    source_run = resumed_run_dir(ckpt_path)
+    if source_run is not None and Path(source_run).resolve() == out.resolve():
+        return None  # continues in its own folder
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+    reason = in_place_problem(source_run, overrides) if source_run is not None else None
+    origin = record_origin(out, str(ckpt_path), reason)
+    log.info("starting a new run in %s from %s (%s)", out, ckpt_path, origin["reason_for_a_new_run_folder"])
+    return origin
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job described by ``cfg``; returns the final metrics (a diverged run
-    also returns ``diverged`` = True)."""
+def _train(cfg: DictConfig, origin: dict[str, Any] | None) -> dict[str, Any]:
     resolve_device_defaults(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -97,8 +166,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     getattr(datamodule, "class_names", None)  # indexes the dataset now (lazy datamodules)
     _fill_num_classes(cfg, datamodule)
     model: L.LightningModule = instantiate_node(cfg.model, "model")
-    if cfg.get("train", True) and not cfg.get("ckpt_path"):
-        _continue_unfinished_run(cfg)
     if cfg.get("ckpt_path"):  # refuse another task/architecture or a broken file before Lightning reads it
         checkpoint = read_suite_checkpoint(cfg.ckpt_path)
         if cfg.get("train", True):
@@ -153,6 +220,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(metrics_to_dict(trainer.callback_metrics))
         results = dict(getattr(model, "test_results", {}) or {})
         results["tested_checkpoint"] = ckpt or "final weights"
+        if cfg.get("cpu_ms_per_image") and trainer.is_global_zero:
+            from tasks.inference_timing import cpu_ms_per_image
+
+            timing = cpu_ms_per_image(model, datamodule.test_dataset, int(cfg.cpu_ms_per_image))
+            metrics["test/cpu_ms_per_image"] = timing["cpu_ms_per_image"]
+            results["inference_timing"] = timing
     if best:
         # Selected on validation; when validation reads the test set that is a test-selected
         # number, and its key says so.
@@ -165,6 +238,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         diverged = {"reason": f"non-finite {', '.join(bad)} at the end of the run"}
     if guard.skipped_steps:
         results["skipped_nonfinite_steps"] = guard.skipped_steps
+    if origin is not None:
+        results["origin"] = origin
 
     if trainer.is_global_zero:
         _report(cfg, metrics, results, diverged, guard.skipped_steps)
@@ -200,12 +275,6 @@ DIVERGED_EXIT_STATUS = 3
 REQUEUED_EXIT_STATUS = 0
 
 
-def read_status_safely(cfg: DictConfig) -> dict[str, Any]:
-    from tasks.run_status import read_status
-
-    return read_status(cfg.paths.output_dir)
-
-
 def _finished_metrics(cfg: DictConfig) -> float | None:
     """A requeued SLURM job whose run already finished (requeued after its last checkpoint)
     does not train again: it returns the stored result."""
@@ -238,9 +307,9 @@ def main(cfg: DictConfig) -> float | None:
         else:
             metrics = train(cfg)
     except RunRequeued as stop:
-        status = read_status_safely(cfg)
+        requeues = int(read_status(cfg.paths.output_dir).get("requeues", 0) or 0)
         write_status(cfg.paths.output_dir, state="requeued" if stop.requeued else "stopped",
-                     requeues=int(status.get("requeues", 0) or 0) + int(stop.requeued))
+                     requeues=requeues + int(stop.requeued))
         log.warning("%s", stop)
         sys.exit(REQUEUED_EXIT_STATUS)
     except BaseException as error:

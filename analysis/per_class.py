@@ -11,7 +11,8 @@ Training-sample counts come from the checkpoint's own datamodule (``train_class_
 training; other ``KEY=VALUE`` arguments are eval.py overrides (e.g. ``num_workers=0``).
 
 Writes to ``--out`` (default: ``<checkpoint stem>_per_class/`` beside the checkpoint):
-``per_class_accuracy.csv`` (classes sorted by training samples, most first),
+``per_class_accuracy.csv`` (classes sorted by training samples, most first; accuracy, precision,
+recall, F1), ``classification_report.txt`` (scikit-learn's per-class precision / recall / F1 table),
 ``confusion_matrix.csv`` (rows: true class, columns: predicted class, counts),
 ``per_class_accuracy.png`` (accuracy over classes sorted by training count, and against it) and
 ``confusion_matrix.png`` (row-normalised).
@@ -27,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from errors import CheckpointError, DataError, exit_on_user_error
+from tasks.classification_report import classification_report, format_classification_report
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CSV_COLUMNS = ("rank", "class_index", "class_name", "train_samples", "test_samples", "correct",
-               "accuracy")
+               "accuracy", "precision", "recall", "f1")
 
 
 # --------------------------------------------------------------------------- evaluation inputs
@@ -56,8 +58,7 @@ def load_or_run_evaluation(cfg, rerun: bool = False) -> dict[str, Any]:
     result_path = Path(str(ckpt) + ".eval.json")
     fresh = result_path.is_file() and result_path.stat().st_mtime >= ckpt.stat().st_mtime
     if rerun or not fresh or "per_class_accuracy" not in _read_json(result_path):
-        from eval import evaluate
-
+        from cogsuite.evaluation import evaluate
         evaluate(cfg)
     results = _read_json(result_path)
     for key in ("per_class_accuracy", "confusion_matrix", "class_names"):
@@ -74,8 +75,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def training_class_counts(cfg) -> tuple[list[str], list[int]]:
     """(class names, training samples per class) from the checkpoint's datamodule (only this
     suite's datamodules are built from a checkpoint)."""
-    from eval import read_suite_checkpoint, run_config
-    from tasks.suite_checkpoint import instantiate_data
+    from cogsuite.evaluation import read_suite_checkpoint, run_config
+    from cogsuite.suite_checkpoint import instantiate_data
 
     checkpoint = read_suite_checkpoint(cfg.ckpt_path)
     datamodule = instantiate_data(run_config(checkpoint, cfg).data, cfg.ckpt_path)
@@ -87,8 +88,8 @@ def training_class_counts(cfg) -> tuple[list[str], list[int]]:
 
 
 def check_classification_checkpoint(ckpt_path: str | Path) -> None:
-    from eval import read_suite_checkpoint
-    from tasks.base import SUITE_KEY
+    from cogsuite.suite_checkpoint import read_suite_checkpoint
+    from cogsuite.checkpoint_keys import SUITE_KEY
 
     task = read_suite_checkpoint(ckpt_path)[SUITE_KEY]["task"]
     if task != "classification":
@@ -114,6 +115,7 @@ def per_class_rows(
     if missing:
         raise DataError(f"no accuracy for classes {missing[:5]}; rerun with --rerun")
     order = sorted(range(n), key=lambda i: (-int(train_counts[i]), i))
+    report = classification_report(matrix, class_names)
     return [
         {
             "rank": rank,
@@ -123,6 +125,9 @@ def per_class_rows(
             "test_samples": int(matrix[i].sum()),
             "correct": int(matrix[i, i]),
             "accuracy": float(accuracy[class_names[i]]),
+            "precision": report[class_names[i]]["precision"],
+            "recall": report[class_names[i]]["recall"],
+            "f1": report[class_names[i]]["f1"],
         }
         for rank, i in enumerate(order, start=1)
     ]
@@ -223,7 +228,10 @@ def analyse(ckpt_path: str | Path, out_dir: str | Path | None = None,
         "confusion_csv": out / "confusion_matrix.csv",
         "per_class_png": out / "per_class_accuracy.png",
         "confusion_png": out / "confusion_matrix.png",
+        "report_txt": out / "classification_report.txt",
     }
+    paths["report_txt"].write_text(
+        format_classification_report(classification_report(results["confusion_matrix"], names)) + "\n")
     write_confusion_csv(paths["confusion_csv"], names, results["confusion_matrix"])
     plot_per_class(rows, paths["per_class_png"], title)
     plot_confusion(names, results["confusion_matrix"], paths["confusion_png"], title)

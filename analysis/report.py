@@ -8,6 +8,10 @@ paired differences and a Pareto plot.
     python -m analysis.report logs/ --metric test/acc_top5 --task classification
     python -m analysis.report --status logs/        # where every run stands (analysis/status.py)
 
+A hyperparameter search (a multirun folder with Optuna's ``optimization_results.yaml``) also gets
+a table of its trials: the searched parameters, the validation metric optimised, the test metric,
+the best trial marked (``analysis.search``).
+
 PATH is a run folder, a multirun folder or any parent: every folder below it with a
 ``.hydra/config.yaml`` or ``metrics.json`` is a run. Runs are grouped by task, dataset, backbone
 config (pointwise settings included) and recipe, and summarised over seeds (see
@@ -29,12 +33,14 @@ from pathlib import Path
 from analysis.grouping import Group, group_runs
 from analysis.pareto import plot_file_name, plot_pareto
 from analysis.results import Comparison, GroupResult, comparisons, group_results
+from analysis.search import search_tables
 from analysis.runs import DEFAULT_METRIC, TASKS, Run, find_run_folders, load_run, skip_reason
 from analysis.stats import CONFIDENCE
 from analysis.structure import StructureCache
 from analysis.tables import Table, difference_table, metric_tables, to_latex, to_markdown
 from benchmarks.common import write_csv
 from errors import ConfigError, DataError, SuiteFileNotFoundError, exit_on_user_error
+from cogsuite.output_paths import check_output_folder, output_folder
 
 RUN_COLUMNS = ("path", "task", "dataset", "backbone", "seed", "status", "metric", "value", "reason")
 
@@ -87,6 +93,8 @@ def build_report(paths: Sequence[str | Path], *, task: str | None = None,
     for task_name in dict.fromkeys(c.baseline.group.task for c in compared):
         report.tables.append(difference_table(
             [c for c in compared if c.baseline.group.task == task_name], baseline, candidate))
+    # Optuna sweeps (hparams_search=...): every trial with its parameters and the best one.
+    report.tables += search_tables(paths)
     report.text = render(report, paths, fmt, metric_for)
     return report
 
@@ -190,7 +198,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                          "test/miou by task)")
     parser.add_argument("--baseline", help="backbone family, name or pointwise layer (default mv2)")
     parser.add_argument("--candidate", help="backbone family, name or pointwise layer (default cog)")
-    parser.add_argument("--out", help="output folder (default: <first PATH>/report)")
+    parser.add_argument("--out", help="output folder (default: <first PATH>/report, or ./report when "
+                                      "that is not writable)")
     parser.add_argument("--format", choices=("markdown", "latex"), default="markdown")
     parser.add_argument("--confidence", type=float, default=CONFIDENCE,
                         help="confidence level of the t intervals (default 0.95)")
@@ -232,7 +241,10 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
     if not report.results:
         raise DataError(f"none of the {len(report.runs)} runs found is complete; "
                         "see the skipped runs above")
-    out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
+    if args.out:
+        out = check_output_folder(Path(args.out), "report", "--out")
+    else:  # the default place may be a read-only (shared, archived) logs folder
+        out = output_folder(Path(args.paths[0]) / "report", [Path.cwd() / "report"], "report", "--out")
     written = write_outputs(report, out, args.format, plots=not args.no_plot)
     print("written: " + ", ".join(str(p) for p in written))
     return report

@@ -17,12 +17,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from errors import SuiteFileNotFoundError
+from tasks.registry import get_task, list_tasks
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 HYDRA_FILE = Path(".hydra") / "hydra.yaml"
 METRICS_FILE = "metrics.json"
-TASKS = ("classification", "detection", "segmentation")
-DEFAULT_METRIC = {"classification": "test/acc", "detection": "test/map", "segmentation": "test/miou"}
+# The registered tasks (tasks.registry) and the test metric that is each one's result.
+TASKS = tuple(list_tasks())
+DEFAULT_METRIC = {task: get_task(task).metric for task in TASKS}
 
 
 @dataclass
@@ -114,17 +116,27 @@ def _is_run_folder(folder: Path) -> bool:
     return (folder / CONFIG_FILE).is_file() or (folder / METRICS_FILE).is_file()
 
 
+def final_config_folder(folder: Path) -> Path:
+    """The ``.hydra`` folder of the configuration a run finished with: a run resumed in place
+    keeps its first ``.hydra/`` and writes each resume's config to
+    ``.hydra/resume_<time>_<id>/`` (``cogsuite.run_dirs``); the newest of those, else ``.hydra``."""
+    hydra = folder / CONFIG_FILE.parent
+    resumes = sorted(p for p in hydra.glob("resume_*") if (p / CONFIG_FILE.name).is_file()) if hydra.is_dir() else []
+    return resumes[-1] if resumes else hydra
+
+
 def load_run(folder: Path) -> Run:
-    """Read one run folder; problems are recorded on the Run, not raised, so one bad folder
-    does not stop a report over many."""
-    config_path = folder / CONFIG_FILE
+    """Read one run folder (the configuration it finished with, see ``final_config_folder``);
+    problems are recorded on the Run, not raised, so one bad folder does not stop a report
+    over many."""
+    config_path = final_config_folder(folder) / CONFIG_FILE.name
     if not config_path.is_file():
         return Run(folder, None, problem=f"no {CONFIG_FILE} (cannot tell what was trained)")
     try:
         config = OmegaConf.load(config_path)
     except Exception as exc:  # noqa: BLE001 - a damaged file is reported, not fatal
-        return Run(folder, None, problem=f"unreadable {CONFIG_FILE}: {exc}")
-    run = Run(folder, config, choices=_choices(folder / HYDRA_FILE))
+        return Run(folder, None, problem=f"unreadable {config_path.relative_to(folder)}: {exc}")
+    run = Run(folder, config, choices=_choices(config_path.parent / HYDRA_FILE.name))
     if run.task not in TASKS:
         run.problem = f"not a train.py run (task_name={run.task})"
         return run

@@ -2,7 +2,7 @@
 
 Every run folder below the paths (``analysis.runs.find_run_folders``) is listed with its state,
 read from what the run wrote (``metrics.json`` when it ended, ``status.json`` while it ran,
-``tasks.run_status``):
+``cogsuite.run_status``):
 
 - ``finished`` / ``diverged``: metrics.json is there (diverged: marked so);
 - ``failed``: the run stopped with an error (its last line is shown);
@@ -27,7 +27,7 @@ from pathlib import Path
 from analysis.grouping import group_runs
 from analysis.runs import Run, find_run_folders, load_run
 
-STATUS_FILE = "status.json"  # tasks.run_status.STATUS_FILE (not imported: no Lightning here)
+STATUS_FILE = "status.json"  # cogsuite.run_status.STATUS_FILE (not imported: no Lightning here)
 
 
 @dataclass

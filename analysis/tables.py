@@ -23,8 +23,6 @@ PERCENT_METRICS = ("acc", "acc_top5", "map", "map_50", "map_coco", "map_coco_50"
                    "pixel_acc")
 METRIC_NAMES = {"acc": "top-1", "acc_top5": "top-5", "map": "mAP", "map_coco": "COCO mAP",
                 "map_coco_50": "COCO mAP@0.5", "miou": "mIoU", "pixel_acc": "pixel acc"}
-TASK_TITLES = {"classification": "Image classification", "detection": "Object detection",
-               "segmentation": "Semantic segmentation"}
 
 
 @dataclass
@@ -100,7 +98,7 @@ def metric_tables(results: Sequence[GroupResult]) -> list[Table]:
         notes = [note]
         notes += [f"{r.group.label} on {r.group.setting}: structure not computed ({r.structure_note})"
                   for r in task_results if r.structure_note]
-        tables.append(Table(f"{TASK_TITLES.get(task, task)} ({metric})", headers, rows, numeric,
+        tables.append(Table(f"{_title(task)} ({metric})", headers, rows, numeric,
                             notes))
     return tables
 
@@ -180,3 +178,10 @@ def to_latex(table: Table) -> str:
              rf"\caption{{{latex_escape(table.title + '. ' + ' '.join(table.notes))}}}",
              r"\end{table}"]
     return "\n".join(lines)
+
+
+def _title(task: str) -> str:
+    """The task's table title (its TaskSpec), or its name for a task this version lacks."""
+    from tasks.registry import get_task, list_tasks
+
+    return get_task(task).title if task in list_tasks() else task

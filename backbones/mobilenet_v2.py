@@ -8,6 +8,14 @@ stage6(17, role "body"), last_conv(18).
 
 Pointwise conv roles for ``pointwise_at``: "expand" and "project" (every block), "last" (the
 320 -> 1280 conv).
+
+Seed 003's reductions for 32 px CIFAR-10 are options, not other classes: ``cut_after_block``
+keeps Keras' blocks ``block_0 .. block_N`` (12: ``block_12_add``, 2x2x96 at 32 px) and puts the
+last 1x1 conv right after it, ``last_channels`` sets that conv's width (the seed's "head width"),
+``last_bias`` / ``last_activation`` give it Keras' ``Conv2D`` bias and ReLU, and
+``channel_rounding="keras"`` rounds block widths as ``keras.applications.MobileNetV2``
+(``backbones/channel_rounding.py``). In a cut backbone the taps after the cut are gone, the cut
+block plays "body", and a head asking for a dropped role gets an error naming the cut.
 """
 from __future__ import annotations
 
@@ -21,9 +29,11 @@ from errors import ConfigError
 
 from .activations import ActivationSpec, resolve_activation
 from .base import EXPANSION, OUTPUT, Backbone, FeatureInfo, plan_strides
+from .channel_rounding import block_channels, check_channel_rounding
 from .inverted_residual import InvertedResidual
 from .pointwise import PointwisePlan
-from .pointwise.registry import PointwiseSpec
+from .pointwise.dense import DensePointwise
+from .pointwise.registry import PointwiseSpec, pointwise_spec
 from .registry import register_backbone
 
 STEM_CHANNELS = 32
@@ -41,6 +51,7 @@ STAGES: tuple[tuple[int, int, int], ...] = (
     (160, 3, 2),
     (320, 1, 1),
 )
+TAPS_BLOCKS = tuple(range(sum(n for _, n, _ in STAGES)))  # Keras' block_0 .. block_16
 # Tap name -> (index in ``features``, kind, roles).
 TAPS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     "stem": (0, OUTPUT, ()),
@@ -53,6 +64,24 @@ TAPS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     "stage6": (17, OUTPUT, ("body",)),
     "last_conv": (18, OUTPUT, ()),
 }
+
+
+def _taps(num_blocks: int) -> dict[str, tuple[int, str, tuple[str, ...]]]:
+    """TAPS of a backbone keeping ``num_blocks`` blocks: the taps up to the last kept block
+    (which gets a tap of its own if it has none, and the "body" role if that was dropped),
+    then the last conv."""
+    cut = num_blocks  # features index of the last kept block
+    if cut == len(TAPS_BLOCKS):
+        return dict(TAPS)
+    taps = {name: tap for name, tap in TAPS.items() if tap[0] <= cut and name != "last_conv"}
+    if not any(i == cut and kind == OUTPUT for i, kind, _ in taps.values()):
+        taps[f"block{cut - 1}"] = (cut, OUTPUT, ())
+    if not any("body" in roles for _, _, roles in taps.values()):
+        name = next(n for n, (i, kind, _) in taps.items() if i == cut and kind == OUTPUT)
+        i, kind, roles = taps[name]
+        taps[name] = (i, kind, roles + ("body",))
+    taps["last_conv"] = (cut + 1, OUTPUT, ())
+    return taps
 
 
 class MobileNetV2Backbone(Backbone):
@@ -68,6 +97,11 @@ class MobileNetV2Backbone(Backbone):
         output_stride: 32, 16 or 8; later stride-2 blocks become stride-1, dilated ones.
         activation: after the stem and last conv norms.
         expand_activation / depthwise_activation: inside the blocks.
+        channel_rounding: "torchvision" or "keras" (``backbones.channel_rounding``).
+        cut_after_block: keep blocks 0..N only (Keras numbering, 0..16); None keeps all 17.
+        last_channels: output channels of the last 1x1 conv; None: 1280 (x width_mult if > 1).
+        last_bias: give the last 1x1 conv a bias (Keras ``Conv2D``'s default; seed 003's cut nets).
+        last_activation: after the last conv's norm; "same" = ``activation``.
     """
 
     def __init__(
@@ -84,16 +118,32 @@ class MobileNetV2Backbone(Backbone):
         expand_activation: ActivationSpec = "relu6",
         depthwise_activation: ActivationSpec = "relu6",
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
+        channel_rounding: str = "torchvision",
+        cut_after_block: int | None = None,
+        last_channels: int | None = None,
+        last_bias: bool = False,
+        last_activation: ActivationSpec = "same",
     ) -> None:
         super().__init__(name, output_stride)
         if not isinstance(width_mult, (int, float)) or not width_mult > 0:
             raise ConfigError(f"width_mult must be > 0, got {width_mult!r}.")
         self.width_mult = width_mult
+        check_channel_rounding(channel_rounding)
         plan = PointwisePlan.create(pointwise, pointwise_at, POINTWISE_ROLES)
         outer_act = resolve_activation(activation, "activation")
+        last_act = outer_act if last_activation == "same" else resolve_activation(last_activation, "last_activation")
 
         blocks = [(c, 1 if stage == 0 else expand_ratio, s if i == 0 else 1)
                   for stage, (c, n, s) in enumerate(STAGES) for i in range(n)]
+        if cut_after_block is not None:
+            if isinstance(cut_after_block, bool) or not isinstance(cut_after_block, int) \
+                    or not 0 <= cut_after_block < len(blocks):
+                raise ConfigError(f"cut_after_block must be a block number 0..{len(blocks) - 1} "
+                                  f"(Keras' block_N), or null to keep all; got {cut_after_block!r}.")
+            blocks = blocks[: cut_after_block + 1]
+        if last_channels is not None and (isinstance(last_channels, bool)
+                                          or not isinstance(last_channels, int) or last_channels < 1):
+            raise ConfigError(f"last_channels must be a positive integer or null, got {last_channels!r}.")
         strides = plan_strides([2] + [s for _, _, s in blocks] + [1], output_stride)
 
         in_ch = _make_divisible(STEM_CHANNELS * width_mult, 8)
@@ -101,7 +151,7 @@ class MobileNetV2Backbone(Backbone):
             Conv2dNormActivation(3, in_ch, stride=2, norm_layer=norm_layer, activation_layer=outer_act)
         ]
         for index, ((channels, t, _), where) in enumerate(zip(blocks, strides[1:]), start=1):
-            out_ch = _make_divisible(channels * width_mult, 8)
+            out_ch = block_channels(channels, width_mult, channel_rounding)
             layers.append(InvertedResidual(
                 in_ch, out_ch, where.stride, t,
                 dilation=where.dilation,
@@ -114,9 +164,17 @@ class MobileNetV2Backbone(Backbone):
                 where=f"features.{index}",
             ))
             in_ch = out_ch
-        last_ch = _make_divisible(LAST_CHANNELS * max(1.0, width_mult), 8)
-        layers.append(plan.build("last", in_ch, last_ch, norm_layer=norm_layer,
-                                 activation_layer=outer_act, where=f"features.{len(layers)}"))
+        last_ch = last_channels or _make_divisible(LAST_CHANNELS * max(1.0, width_mult), 8)
+        where = f"features.{len(layers)}"
+        if last_bias:
+            if "last" in plan.at and pointwise_spec(plan.spec)["name"] != "dense":
+                raise ConfigError(f"last_bias needs the dense layer at the last conv ({where}); "
+                                  "drop 'last' from pointwise_at or set last_bias=false.")
+            layers.append(DensePointwise(in_ch, last_ch, norm_layer=norm_layer,
+                                         activation_layer=last_act, bias=True))
+        else:
+            layers.append(plan.build("last", in_ch, last_ch, norm_layer=norm_layer,
+                                     activation_layer=last_act, where=where))
         self.features = nn.Sequential(*layers)
 
         def channels(index: int, kind: str) -> int:
@@ -128,7 +186,8 @@ class MobileNetV2Backbone(Backbone):
             return strides[index - 1 if kind == EXPANSION else index].output_stride
 
         self.feature_info = [FeatureInfo(tap, channels(i, kind), stride_of(i, kind), i, kind, roles)
-                             for tap, (i, kind, roles) in TAPS.items()]
+                             for tap, (i, kind, roles) in _taps(len(blocks)).items()]
+        self._truncated = cut_after_block is not None  # errors for dropped roles say so
         self.init_weights()
 
     def extra_repr(self) -> str:
@@ -149,12 +208,19 @@ def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
         activation: ActivationSpec = "relu6",
         expand_activation: ActivationSpec = defaults["block_activation"],
         depthwise_activation: ActivationSpec = defaults["block_activation"],
+        channel_rounding: str = "torchvision",
+        cut_after_block: int | None = None,
+        last_channels: int | None = None,
+        last_bias: bool = False,
+        last_activation: ActivationSpec = "same",
     ) -> MobileNetV2Backbone:
         return MobileNetV2Backbone(
             name, expand_ratio=expand_ratio, pointwise=pointwise, pointwise_at=pointwise_at,
             expand_first_block=expand_first_block, width_mult=width_mult,
             output_stride=output_stride, activation=activation,
             expand_activation=expand_activation, depthwise_activation=depthwise_activation,
+            channel_rounding=channel_rounding, cut_after_block=cut_after_block,
+            last_channels=last_channels, last_bias=last_bias, last_activation=last_activation,
         )
 
     factory.__doc__ = doc.format(t=expand_ratio)

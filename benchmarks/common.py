@@ -5,7 +5,6 @@ import csv
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,6 @@ Row = Mapping[str, Any]
 def _synchronize(device: torch.device | str | None) -> None:
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def time_call_ms(fn: Callable[[], Any], device: torch.device | str | None = None) -> float:
-    """Milliseconds of one call of ``fn`` (CUDA work is waited for before and after)."""
-    _synchronize(device)
-    start = time.perf_counter()
-    fn()
-    _synchronize(device)
-    return (time.perf_counter() - start) * 1000.0
 
 
 def median_latency_ms(
@@ -48,19 +38,14 @@ def sample_latencies_ms(
 ) -> dict[str, list[float]]:
     """Times several callables interleaved: each round runs every one once, so slow drift of the
     machine (other processes, clock changes) hits them alike. The order rotates every round so
-    no callable always follows the same one. Returns the ``repeats`` samples (ms) per name."""
+    no callable always follows the same one (``benchmarks.timing.time_interleaved``). Returns the
+    ``repeats`` samples (ms) per name."""
+    from benchmarks.timing import time_interleaved  # the one timer (it imports this module)
+
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(repeats):
-        shift = round_index % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(time_call_ms(fns[name], device))
-    return samples
+    seconds = time_interleaved(fns, repeats, warmup, synchronize=lambda: _synchronize(device))
+    return {name: [s * 1000.0 for s in samples] for name, samples in seconds.items()}
 
 
 def median_latencies_ms(

@@ -7,12 +7,15 @@ cost and CPU latency, optionally before and after inference fusion.
     python -m benchmarks.complexity --tasks classification --backbones mv2_e2 \
         --pointwise dense group:groups=4 group_shuffle:groups=4 cog:overlap=2 kgroup
     python -m benchmarks.complexity --backbones cog_e2 --set expand_first_block=false pointwise_at=[expand,project]
+    python -m benchmarks.complexity --tasks classification --backbones mv2_e6 --num-classes 10 \
+        --image-size 32 --set width_mult=0.9 cut_after_block=12 last_channels=1000 last_bias=true
 
 Models: classifier at 224 px with 1000 classes (the thesis' Table 5.2 setting), SSD-Lite at
 300 px with 20 object classes, DeepLabv3 at 480 px, output stride 16, 21 classes.
 
 Columns:
 - params / weights KB: trainable parameters, and their fp32 size (4 bytes each / 1024).
+- Keras total: params + BatchNorm moving means and variances, Keras' "Total params" (seed 003).
 - model KiB (C classes): the thesis' "Model size (KB)" (Tables 5.1, 5.2): the size of
   ``torch.save(state_dict)`` in fp32 -- parameters, BatchNorm running statistics and counters,
   and the file's structure -- of the classifier with C classes, / 1024 (``--classes``, default 5, 101, 257: Flowers, Caltech-101,
@@ -58,48 +61,31 @@ import yaml
 
 from errors import ConfigError, exit_on_user_error
 from backbones import backbone_overrides, fuse_for_inference, list_backbones, list_pointwise
-from backbones.pointwise import conv_memory_access_cost, copy_memory_access_cost, pointwise_spec, using_impl
+from backbones.pointwise import (
+    conv_memory_access_cost, copy_memory_access_cost, pointwise_spec, using_impl
+)
 from benchmarks.common import machine_description, markdown_table, median_latencies_ms, write_csv
+from tasks.registry import TaskSpec, get_task, list_tasks
 
 
-@dataclass(frozen=True)
-class TaskSetting:
-    """How one task's model is built and fed for the complexity table."""
-
-    build: Callable[..., nn.Module]  # build(backbone_spec[, num_classes]) -> task module
-    image_size: int
-    description: str
-
-
-def _classifier(backbone: Any, num_classes: int = 1000) -> nn.Module:
-    from tasks.classification import ClassificationTask
-
-    return ClassificationTask(backbone=backbone, num_classes=num_classes)
-
-
-def _detector(backbone: Any, num_classes: int = 20) -> nn.Module:
-    from tasks.detection import DetectionTask
-
-    return DetectionTask(backbone=backbone, num_classes=num_classes)
-
-
-def _segmenter(backbone: Any, num_classes: int = 21) -> nn.Module:
-    from tasks.segmentation import SegmentationTask
-
-    return SegmentationTask(backbone=backbone, num_classes=num_classes, output_stride=16)
-
-
-TASKS: dict[str, TaskSetting] = {
-    "classification": TaskSetting(_classifier, 224, "classifier, 224 px, 1000 classes"),
-    "detection": TaskSetting(_detector, 300, "SSD-Lite, 300 px, 20 classes"),
-    "segmentation": TaskSetting(_segmenter, 480, "DeepLabv3, 480 px, OS16, 21 classes"),
-}
+# Every registered task (tasks.registry): its TaskSpec builds the model (``build``) and gives the
+# input size and the one-line description of the table.
+TASKS = tuple(list_tasks())
 
 
 # --------------------------------------------------------------------------- structure
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def keras_total_parameters(model: nn.Module) -> int:
+    """Keras' "Total params": the trainable parameters plus every BatchNorm's moving mean and
+    variance (Keras counts them as non-trainable weights; PyTorch keeps them as buffers, and
+    ``num_batches_tracked`` has no Keras twin). Seed 003's tables report this number."""
+    stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                if isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is not None)
+    return count_parameters(model) + stats
 
 
 def weights_kb(model: nn.Module) -> float:
@@ -249,6 +235,7 @@ def structural_row(task: str, backbone: str, model: nn.Module, image_size: int) 
         "backbone": backbone,
         "image_size": image_size,
         "params": count_parameters(model),
+        "params_keras_total": keras_total_parameters(model),
         "weights_kb": weights_kb(model),
         "macs": macs,
         "flops": 2 * macs,
@@ -267,6 +254,8 @@ def complexity_table(
     width_mult: float = 1.0,
     latency_impl: str | None = None,
     size_classes: Sequence[int] = (),
+    num_classes: int | None = None,
+    image_size: int | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> list[dict[str, Any]]:
     """One row per (task, backbone choice): structural columns, and latency columns when asked.
@@ -274,6 +263,7 @@ def complexity_table(
     All models of one task are timed interleaved (unfused and fused side by side), so machine
     drift affects COG and MobileNetV2 alike. ``size_classes``: classification rows also get the
     thesis' model size (``saved_state_dict_kib``) with that many classes, one column per count.
+    ``num_classes`` / ``image_size`` replace the task's defaults (seed 003: 10 classes, 32 px).
     """
     rows: list[dict[str, Any]] = []
     choices = [ModelChoice(c) if isinstance(c, str) else c for c in backbones]
@@ -284,9 +274,9 @@ def complexity_table(
         for choice in choices:
             name = choice.label
             log(f"{task} · {name}: counting")
-            model = build_model(task, choice, width_mult)
-            row = structural_row(task, name, model, setting.image_size)
-            if task == "classification":
+            model = build_model(task, choice, width_mult, num_classes=num_classes)
+            row = structural_row(task, name, model, image_size or setting.image_size)
+            if setting.model_size_by_classes:
                 for classes in size_classes:
                     sized = build_model(task, choice, width_mult, num_classes=classes)
                     row[f"model_kib_{classes}"] = saved_state_dict_kib(sized)
@@ -295,14 +285,14 @@ def complexity_table(
             models[name] = model
             if fused:
                 fused_model = fuse_for_inference(model)
-                counted = structural_row(task, name, fused_model, setting.image_size)
+                counted = structural_row(task, name, fused_model, image_size or setting.image_size)
                 row["macs_fused"] = counted["macs"]
                 row["pw_mac_fused"] = counted["pw_mac"]
                 models[f"{name}+fused"] = fused_model
             task_rows[name] = row
         if latency:
             log(f"{task}: timing {len(models)} models interleaved, {repeats} repeats")
-            example = _example(next(iter(models.values())), setting.image_size)
+            example = _example(next(iter(models.values())), image_size or setting.image_size)
             calls = {key: _forward_call(model, example) for key, model in models.items()}
             with torch.inference_mode():
                 medians = median_latencies_ms(calls, repeats=repeats, warmup=warmup,
@@ -350,10 +340,10 @@ def latency_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- printing
-COLUMNS = ("task", "backbone", "image_size", "params", "weights_kb", "macs", "flops", "pw_mac",
+COLUMNS = ("task", "backbone", "image_size", "params", "params_keras_total", "weights_kb", "macs", "flops", "pw_mac",
            "latency_ms", "macs_fused", "pw_mac_fused", "latency_fused_ms")
 HEADERS = {
-    "image_size": "px", "params": "params", "weights_kb": "weights KB (fp32)",
+    "image_size": "px", "params": "params", "params_keras_total": "Keras total (+BN stats)", "weights_kb": "weights KB (fp32)",
     "macs": "MMACs", "flops": "MFLOPs (=2xMACs)", "pw_mac": "1x1 MAC (M elem.)",
     "latency_ms": "latency ms", "macs_fused": "fused MMACs",
     "pw_mac_fused": "fused 1x1 MAC (M elem.)", "latency_fused_ms": "fused latency ms",
@@ -394,10 +384,10 @@ def format_ratios(ratios: Sequence[dict[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-def _task_setting(task: str) -> TaskSetting:
+def _task_setting(task: str) -> TaskSpec:
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return TASKS[task]
+    return get_task(task)
 
 
 def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
@@ -467,6 +457,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         default=[5, 101, 257],
                         help="classification model-size columns for these class counts "
                              "(default 5,101,257: the thesis' Flowers, Caltech-101, Caltech-256)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classes of every model (default: the task's, 1000/20/21)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input size in px (default: the task's, 224/300/480; seed 003: 32)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per model (median kept)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per model first")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 on a machine shared with other jobs)")
@@ -505,11 +499,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rows = complexity_table(
         args.tasks, choices, latency=not args.no_latency, fused=args.fused,
         repeats=args.repeats, warmup=args.warmup, width_mult=args.width_mult,
-        latency_impl=args.impl, size_classes=args.classes, log=log,
+        latency_impl=args.impl, size_classes=args.classes, num_classes=args.num_classes,
+        image_size=args.image_size, log=log,
     )
     print(f"\n{machine_description()}")
     for task in args.tasks:
-        print(f"- {task}: {TASKS[task].description}" + (
+        print(f"- {task}: {get_task(task).description}" + (
             f", width_mult {args.width_mult}" if args.width_mult != 1.0 else ""))
     print("MACs/FLOPs: conv + matmul at batch 1 (FlopCounterMode; FLOPs = 2 x MACs). "
           "1x1 MAC: ShuffleNetV2 memory access cost of the 1x1 convs, "

@@ -1,12 +1,15 @@
-"""CIFAR-10 in its official python layout (``cifar-10-batches-py``), read by torchvision's ``CIFAR10``.
+"""CIFAR-10 in its official python layout (``cifar-10-batches-py``).
 
 Splits: the official ``test_batch`` is the test split; a seeded, stratified ``val_fraction`` of
 the five training batches (10 % by default, as seeds 002 and 004 held out) is the validation split,
 the rest the training split. Images are served at ``image_size`` (32 = native; the seeds resized
 to 224), see ``data.cifar_transforms``.
 
-torchvision checks the files against the official MD5 sums; ``verify_checksums=False`` reads
-other data written in the same layout (the embedded synthetic set, ``data.synthetic.write_cifar10``).
+The files are checked against the official MD5 sums (torchvision's list and ``check_integrity``);
+``verify_checksums=False`` reads other data written in the same layout (the embedded synthetic
+set, ``data.synthetic.write_cifar10``). Either way the batches are unpickled by
+``data.cifar_pickle``, which builds only what the format holds (torchvision's reader would
+``pickle.load`` them, running whatever a crafted file names).
 """
 from __future__ import annotations
 
@@ -17,12 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import check_integrity
 
-from data.cifar_transforms import AUGMENTATIONS, cifar_eval_transform, cifar_train_transform
+from data.cifar_pickle import read_batch, read_meta
+from data.cifar_transforms import AUGMENTATIONS, check_normalize, cifar_eval_transform, cifar_train_transform
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
 from data.split_datamodule import SplitDataModule
-from errors import ConfigError
+from data.registry import register_datamodule
+from errors import ConfigError, DataError
 
 BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 BATCH_FILES = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
@@ -35,13 +41,8 @@ EXPECTED_LAYOUT = (
 )
 
 
-class _UncheckedCIFAR10(CIFAR10):
-    """torchvision's reader with the MD5 checks of the official files turned off (the file lists
-    without checksums: ``check_integrity`` then only asks that each file exists)."""
-
-    train_list = [[name, None] for name, _ in CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, "md5": None}
+_MD5 = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
+_MD5[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,25 @@ def read_cifar10(root: str | Path, train: bool, verify_checksums: bool = True) -
     if missing:
         raise DatasetNotFoundError.describe(folder, "CIFAR-10", EXPECTED_LAYOUT,
                                             f"Missing file(s): {', '.join(missing)}.")
-    reader = CIFAR10 if verify_checksums else _UncheckedCIFAR10
-    try:
-        dataset = reader(str(parent), train=train, download=False)
-    except RuntimeError:  # torchvision's "not found or corrupted": the files exist, so the MD5 sums differ
+    names = [name for name, _ in (CIFAR10.train_list if train else CIFAR10.test_list)]
+    meta = CIFAR10.meta["filename"]
+    if verify_checksums and not all(check_integrity(str(folder / name), _MD5[name]) for name in names + [meta]):
         raise DatasetNotFoundError.describe(
             folder, "CIFAR-10", EXPECTED_LAYOUT,
             "The files there do not match the official CIFAR-10 MD5 checksums (corrupt, or not the "
             "official files). Re-extract cifar-10-python.tar.gz, or set data.verify_checksums=false "
             "to read other data written in this layout.",
-        ) from None
-    return CIFARArrays(np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64), list(dataset.classes))
+        )
+    class_names = read_meta(folder / meta)
+    batches = [read_batch(folder / name) for name in names]
+    for name, (_, labels) in zip(names, batches):
+        if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise DataError(f"CIFAR-10 file '{folder / name}' has labels outside 0..{len(class_names) - 1} "
+                            f"(batches.meta names {len(class_names)} classes); replace it with the official "
+                            f"file or regenerate it")
+    images = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
+    return CIFARArrays(images, labels, class_names)
 
 
 def stratified_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +121,7 @@ class CIFARDataset(Dataset):
         return self.transform(image=self.images[index])["image"], int(self.labels[index])
 
 
+@register_datamodule
 class CIFAR10DataModule(SplitDataModule):
     """CIFAR-10: train / seeded stratified validation from the training batches, the official test
     batch as test split. The files are read lazily, on first use of ``num_classes`` /
@@ -127,6 +137,7 @@ class CIFAR10DataModule(SplitDataModule):
         seed: int = 42,
         num_classes: int | None = 10,
         augment: str = "crop_flip",
+        normalize: str = "imagenet",
         verify_checksums: bool = True,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -137,6 +148,7 @@ class CIFAR10DataModule(SplitDataModule):
                              f"validation; got {val_fraction}.")
         if augment not in AUGMENTATIONS:
             raise ConfigError(f"unknown CIFAR augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+        check_normalize(normalize)
         if batch_size < 1 or num_workers < 0:
             raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}.")
         self.save_hyperparameters()
@@ -177,7 +189,9 @@ class CIFAR10DataModule(SplitDataModule):
         hp = self.hparams
         train_idx, val_idx = self._split
         images, labels = self._train.images, self._train.labels
+        norm = hp.get("normalize", "imagenet")  # checkpoints written before the option: ImageNet
         self.train_dataset = CIFARDataset(images[train_idx], labels[train_idx],
-                                          cifar_train_transform(hp.image_size, hp.augment))
-        self.val_dataset = CIFARDataset(images[val_idx], labels[val_idx], cifar_eval_transform(hp.image_size))
-        self.test_dataset = CIFARDataset(self._test.images, self._test.labels, cifar_eval_transform(hp.image_size))
+                                          cifar_train_transform(hp.image_size, hp.augment, norm))
+        self.val_dataset = CIFARDataset(images[val_idx], labels[val_idx], cifar_eval_transform(hp.image_size, norm))
+        self.test_dataset = CIFARDataset(self._test.images, self._test.labels,
+                                         cifar_eval_transform(hp.image_size, norm))

@@ -9,7 +9,12 @@ Images are resized first (seeds 002 and 004 trained at 224 px), then augmented a
   horizontal flip, borders filled with the nearest pixel.
 - ``none``.
 
-Then ImageNet normalisation, as every other dataset of the suite (the notebook fed raw 0-255 pixels).
+Then the normalisation, ``normalize``:
+
+- ``imagenet`` (default): ImageNet mean / std, as every other dataset of the suite (seed 004's
+  notebook fed raw 0-255 pixels).
+- ``keras_tf``: ``x / 127.5 - 1`` into [-1, 1], ``keras.applications.mobilenet_v2.preprocess_input``
+  (seed 003 built it into its models).
 """
 from __future__ import annotations
 
@@ -25,6 +30,10 @@ from errors import ConfigError  # noqa: E402
 
 CIFAR_IMAGE_SIZE = 32
 AUGMENTATIONS = ("crop_flip", "keras", "none")
+NORMALIZATIONS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "keras_tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # (x / 255 - 0.5) / 0.5 = x / 127.5 - 1
+}
 
 
 def _resize(image_size: int) -> list:
@@ -32,8 +41,15 @@ def _resize(image_size: int) -> list:
     return [] if size == CIFAR_IMAGE_SIZE else [A.Resize(size, size, interpolation=cv2.INTER_LINEAR)]
 
 
-def _finish() -> list:
-    return [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0), ToTensorV2()]
+def check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError(f"unknown CIFAR normalisation {normalize!r}; choose one of {sorted(NORMALIZATIONS)}")
+    return normalize
+
+
+def _finish(normalize: str = "imagenet") -> list:
+    mean, std = NORMALIZATIONS[check_normalize(normalize)]
+    return [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
 
 
 def _augmentation(name: str, size: int) -> list:
@@ -52,9 +68,9 @@ def _augmentation(name: str, size: int) -> list:
     raise ConfigError(f"unknown CIFAR augmentation {name!r}; choose one of {AUGMENTATIONS}")
 
 
-def cifar_train_transform(image_size: int, augment: str = "crop_flip") -> A.Compose:
-    return A.Compose(_resize(image_size) + _augmentation(augment, image_size) + _finish())
+def cifar_train_transform(image_size: int, augment: str = "crop_flip", normalize: str = "imagenet") -> A.Compose:
+    return A.Compose(_resize(image_size) + _augmentation(augment, image_size) + _finish(normalize))
 
 
-def cifar_eval_transform(image_size: int) -> A.Compose:
-    return A.Compose(_resize(image_size) + _finish())
+def cifar_eval_transform(image_size: int, normalize: str = "imagenet") -> A.Compose:
+    return A.Compose(_resize(image_size) + _finish(normalize))

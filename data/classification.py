@@ -20,6 +20,7 @@ from data.io import read_rgb
 from data.split_datamodule import SplitDataModule
 from data.transforms import classification_eval_transform, classification_train_transform
 from errors import ConfigError
+from data.registry import register_datamodule
 
 
 class ImageClassificationDataset(Dataset):
@@ -37,6 +38,7 @@ class ImageClassificationDataset(Dataset):
         return self.transform(image=read_rgb(path))["image"], label
 
 
+@register_datamodule
 class ImageFolderDataModule(SplitDataModule):
     """Flowers, Caltech-101/256 or any image folder, with a seeded per-class held-out split.
 

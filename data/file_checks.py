@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.io import to_rgb
+from data.io import HIGH_BIT_DEPTH_MODES, PixelValueError, high_bit_depth_to_8bit, to_rgb
 
 MASK_MODES = ("P", "L")
 
@@ -54,6 +54,10 @@ def image_problem(path: Path) -> tuple[tuple[int, int] | None, str | None]:
             if image.format == "JPEG":
                 image.draft(mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
             image.load()
+            if mode in HIGH_BIT_DEPTH_MODES:  # NaN or an unknown range: the reader would refuse it
+                high_bit_depth_to_8bit(image)
+    except PixelValueError as error:
+        return None, f"cannot be read as an 8-bit image ({mode} pixels): {error}"
     except FileNotFoundError:
         return None, "is missing"
     except Image.DecompressionBombError as error:

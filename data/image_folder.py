@@ -14,6 +14,7 @@ of every class; that held-out part is both the validation and the test set.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -29,6 +30,8 @@ from data.check_runner import check_samples
 from data.errors import DatasetNotFoundError
 from data.file_checks import image_problem
 from errors import ConfigError, DataError
+
+log = logging.getLogger("data")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 LAYOUTS = ("imagefolder", "flowers", "caltech101", "caltech256")
@@ -120,13 +123,38 @@ def _is_image(name: str) -> bool:
 
 
 def _list_images(folder: Path, recursive: bool) -> list[str]:
+    """The images of one class folder, each real file once.
+
+    Symbolic links are followed, but a folder already visited (a link loop such as
+    ``chair/loop -> .``, or two links to one folder) is skipped with a warning, and several
+    paths to one real file (file links) count once: the shortest path, then the first by name,
+    is kept. Otherwise os.walk would descend a loop until the path is too long, indexing every
+    image dozens of times, in the training and held-out splits at once.
+    """
     if not recursive:
-        return sorted(str(folder / e.name) for e in os.scandir(folder) if e.is_file() and _is_image(e.name))
-    found = []
+        found = [str(folder / e.name) for e in os.scandir(folder) if e.is_file() and _is_image(e.name)]
+        return _once_per_real_file(found)
+    found, visited, loops = [], set(), []
     for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        real = os.stat(directory)
+        if (real.st_dev, real.st_ino) in visited:
+            loops.append(directory)
+            subdirs[:] = []
+            continue
+        visited.add((real.st_dev, real.st_ino))
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         found += [os.path.join(directory, name) for name in files if _is_image(name)]
-    return sorted(found)
+    if loops:
+        log.warning("skipped %d folder(s) already indexed through another path (symbolic link loop or "
+                    "duplicate link): %s", len(loops), ", ".join(sorted(loops)[:5]))
+    return _once_per_real_file(found)
+
+
+def _once_per_real_file(paths: list[str]) -> list[str]:
+    kept: dict[str, str] = {}
+    for path in sorted(paths, key=lambda p: (p.count(os.sep), p)):
+        kept.setdefault(os.path.realpath(path), path)
+    return sorted(kept.values())
 
 
 def _class_dirs(folder: Path) -> list[str]:

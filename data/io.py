@@ -20,10 +20,57 @@ def _has_alpha(image: Image.Image) -> bool:
     )
 
 
+# PIL's convert() clips high-bit-depth pixels to 0..255 instead of scaling them: a full-range
+# 16-bit grayscale PNG turns almost all white, a 0..1 float TIFF almost all black.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+HIGH_BIT_DEPTH_MODES = (*SIXTEEN_BIT_MODES, "I", "F")
+
+
+class PixelValueError(ValueError):
+    """Pixel values that have no faithful 8-bit reading (NaN, infinity, an unknown range)."""
+
+
+def _to_uint8(values: np.ndarray, scale: float) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L")
+
+
+def high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
+    """A grayscale image of mode I;16 / I / F as 8-bit 'L', scaled by the range its format holds.
+
+    - 16-bit (I;16*, and I from a PNG, which Pillow uses only for 16-bit grayscale): 0..65535
+      -> 0..255 (divided by 257, so 65535 is 255 exactly).
+    - 32-bit integers (I, e.g. TIFF): values within 0..255 as they are, within 0..65535 as
+      16-bit; anything else is refused.
+    - float (F, e.g. TIFF): NaN / infinity refused; values within 0..1 scaled by 255, within
+      0..255 as they are; anything else is refused.
+    Raises :class:`PixelValueError` with the reason.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
+        return _to_uint8(values, 255 / 65535)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise PixelValueError(f"{bad} of its {values.size} pixels are NaN or infinite")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F" and low >= 0 and high <= 1:
+        return _to_uint8(values, 255)
+    if low >= 0 and high <= 255:
+        return _to_uint8(values, 1)
+    if image.mode == "I" and low >= 0 and high <= 65535:
+        return _to_uint8(values, 255 / 65535)
+    kind = "float" if image.mode == "F" else "32-bit integer"
+    ranges = "0..1 or 0..255" if image.mode == "F" else "0..255 or 0..65535"
+    raise PixelValueError(f"its {kind} pixel values run from {low:g} to {high:g}, outside {ranges}, so "
+                          f"their brightness is unknown")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode (L, 1, P, CMYK, YCbCr, RGBA, LA, I;16 ...) to 8-bit RGB."""
+    """Convert any PIL mode (L, 1, P, CMYK, YCbCr, RGBA, LA, I;16, I, F ...) to 8-bit RGB;
+    high-bit-depth grayscale is scaled to 8 bits (:func:`high_bit_depth_to_8bit`)."""
     if image.mode == "RGB":
         return image
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        return high_bit_depth_to_8bit(image).convert("RGB")
     if _has_alpha(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
@@ -45,6 +92,11 @@ def read_rgb(path: str | Path) -> np.ndarray:
             array = np.array(rgb, dtype=np.uint8)
     except FileNotFoundError:
         raise
+    except PixelValueError as error:
+        raise ImageDecodeError(
+            f"Cannot read image '{path}' ({image.mode} pixels): {error}. Convert it to an 8-bit "
+            "image or delete this file."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(
             f"Cannot decode image '{path}': {error}. The file is corrupt, truncated or not an "

@@ -13,7 +13,7 @@ the uninterrupted run would have seen.
   the albumentations pipeline at generators seeded from ``(seed, e, i)``.
 - The DataLoader gets its own seeded ``generator``, so creating an iterator does not consume the
   global torch RNG (what remains of it, e.g. dropout, is reseeded per epoch by
-  ``tasks.reproducibility.EpochSeedCallback``).
+  ``cogsuite.reproducibility.EpochSeedCallback``).
 
 Evaluation under DDP must see every sample exactly once. Lightning's default distributed
 sampler pads the dataset by repeating samples so every rank gets the same count, which would
@@ -84,7 +84,7 @@ class EpochShuffleSampler(DistributedSampler):
 
     def skip_next(self, samples: int) -> None:
         """The next pass starts after its first ``samples`` indices (a mid-epoch resume:
-        ``tasks.reproducibility``); passes after it are whole again."""
+        ``cogsuite.reproducibility``); passes after it are whole again."""
         self._skip = int(samples)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

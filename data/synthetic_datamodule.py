@@ -10,11 +10,10 @@ import lightning as L
 
 from errors import ConfigError
 
-TASKS = ("classification", "detection", "segmentation")
-# On-disk formats the classification set can be written in (read by the datamodule of that dataset).
-CLASSIFICATION_FORMATS = ("imagefolder", "cifar10")
+from data.registry import register_datamodule
 
 
+@register_datamodule
 def synthetic_datamodule(
     task: str,
     root: str | Path,
@@ -35,57 +34,99 @@ def synthetic_datamodule(
     A complete dataset is reused as it is on disk, so the datamodule's indexing checks it like
     a real one: a file deleted or damaged since it was written is reported (with the advice to
     delete the folder so it is written again), or skipped with ``skip_bad_files``.
-    ``format`` (classification only): "imagefolder" (default; Flowers / Caltech style) or
+    ``format``: one of the on-disk formats the task registers (``TaskSpec.synthetic``; the
+    first is the default), e.g. classification's "imagefolder" (Flowers / Caltech style) or
     "cifar10" (CIFAR-10's python pickle batches, read by ``data.cifar.CIFAR10DataModule``).
     """
+    from hydra.utils import get_method
+
+    from tasks.registry import get_task, list_tasks
+
+    try:
+        formats = get_task(task).synthetic
+    except ConfigError:
+        raise ConfigError(f"unknown task {task!r} for the synthetic dataset; valid: "
+                          f"{', '.join(list_tasks())}") from None
+    chosen = next(iter(formats)) if format is None else format
+    if chosen not in formats:
+        raise ConfigError(f"synthetic format {format!r} is not available for {task}; it takes "
+                          f"{' | '.join(formats)} (or null for {next(iter(formats))})")
+    common = {"batch_size": batch_size, "num_workers": num_workers, "skip_bad_files": skip_bad_files,
+              **datamodule_kwargs}
+    build = get_method(formats[chosen])
+    return build(Path(root), dict(generator or {}), seed, num_classes, image_size, common)
+
+
+# One builder per on-disk format: write the set once under ``root``, then read it with the
+# datamodule of the real dataset in that format. Named by TaskSpec.synthetic.
+def synthetic_image_folder(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
+                           image_size: int, common: dict[str, Any]) -> L.LightningDataModule:
     from data import synthetic
+    from data.classification import ImageFolderDataModule
 
-    generator = dict(generator or {})
-    root = Path(root)
-    common = {"batch_size": batch_size, "num_workers": num_workers, **datamodule_kwargs}
-    if format is not None and (task != "classification" or format not in CLASSIFICATION_FORMATS):
-        raise ConfigError(f"synthetic format {format!r} is not available for {task}; classification "
-                         f"takes one of {CLASSIFICATION_FORMATS}, the other tasks null")
-    if task == "classification" and format == "cifar10":
-        from data.cifar import CIFAR10DataModule
+    folder = root / "classification"
+    # The generator may write more classes than the model sees (top_fraction keeps a subset).
+    generator.setdefault("num_classes", num_classes)
+    synthetic.write_image_folder(folder, seed=seed, **generator)
+    _report_missing_images(folder, common["skip_bad_files"])
+    return ImageFolderDataModule(root=str(folder), layout="imagefolder", image_size=image_size,
+                                 num_classes=num_classes, **common)
 
-        folder = root / "cifar10"
-        generator.setdefault("num_classes", num_classes)
-        synthetic.write_cifar10(folder, seed=seed, **generator)
-        # Not the official files: their MD5 sums cannot match.
-        # The pickle batches are checked as a whole (they load or not): no per-file skipping.
-        return CIFAR10DataModule(root=str(folder), image_size=image_size, num_classes=num_classes,
-                                 verify_checksums=False, **common)
-    common["skip_bad_files"] = skip_bad_files
-    if task == "classification":
-        from data.classification import ImageFolderDataModule
 
-        folder = root / "classification"
-        # The generator may write more classes than the model sees (top_fraction keeps a subset).
-        generator.setdefault("num_classes", num_classes)
-        synthetic.write_image_folder(folder, seed=seed, **generator)
-        _report_missing_images(folder, skip_bad_files)
-        return ImageFolderDataModule(root=str(folder), layout="imagefolder", image_size=image_size,
-                                     num_classes=num_classes, **common)
-    if task == "detection":
-        from data.voc_detection import VOCDetectionDataModule
+def synthetic_image_folder_splits(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
+                                  image_size: int, common: dict[str, Any]) -> L.LightningDataModule:
+    """The synthetic image folder read by data=image_folder's datamodule (separate val / test
+    splits by fractions, eval-time deformation): seed 001's recipes on the embedded data."""
+    from data import synthetic
+    from data.image_folder_splits import ImageFolderSplitsDataModule
 
-        folder = root / "detection"
-        class_names = synthetic.write_voc_detection(folder, seed=seed, **generator)
-        _check_classes(task, num_classes, len(class_names), "object classes")
-        return VOCDetectionDataModule(root=str(folder), years=("2007",), image_size=image_size,
-                                      class_names=list(class_names), **common)
-    if task == "segmentation":
-        from data.voc_segmentation import VOCSegmentationDataModule
+    folder = root / "classification"
+    generator.setdefault("num_classes", num_classes)
+    synthetic.write_image_folder(folder, seed=seed, **generator)
+    _report_missing_images(folder, common["skip_bad_files"])
+    return ImageFolderSplitsDataModule(root=str(folder), image_size=image_size,
+                                       num_classes=num_classes, **common)
 
-        folder = root / "segmentation"
-        class_names = list(synthetic.write_voc_segmentation(folder, seed=seed, **generator))
-        if class_names[0] != "background":
-            class_names = ["background", *class_names]
-        _check_classes(task, num_classes, len(class_names), "classes including background")
-        return VOCSegmentationDataModule(root=str(folder), crop_size=image_size,
-                                         class_names=class_names, **common)
-    raise ConfigError(f"unknown task {task!r} for the synthetic dataset; valid: {', '.join(TASKS)}")
+
+def synthetic_cifar10(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
+                      image_size: int, common: dict[str, Any]) -> L.LightningDataModule:
+    from data import synthetic
+    from data.cifar import CIFAR10DataModule
+
+    folder = root / "cifar10"
+    generator.setdefault("num_classes", num_classes)
+    synthetic.write_cifar10(folder, seed=seed, **generator)
+    # Not the official files: their MD5 sums cannot match. The pickle batches are checked as a
+    # whole (they load or not): no per-file skipping.
+    common = {k: v for k, v in common.items() if k != "skip_bad_files"}
+    return CIFAR10DataModule(root=str(folder), image_size=image_size, num_classes=num_classes,
+                             verify_checksums=False, **common)
+
+
+def synthetic_voc_detection(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
+                            image_size: int, common: dict[str, Any]) -> L.LightningDataModule:
+    from data import synthetic
+    from data.voc_detection import VOCDetectionDataModule
+
+    folder = root / "detection"
+    class_names = synthetic.write_voc_detection(folder, seed=seed, **generator)
+    _check_classes("detection", num_classes, len(class_names), "object classes")
+    return VOCDetectionDataModule(root=str(folder), years=("2007",), image_size=image_size,
+                                  class_names=list(class_names), **common)
+
+
+def synthetic_voc_segmentation(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
+                               image_size: int, common: dict[str, Any]) -> L.LightningDataModule:
+    from data import synthetic
+    from data.voc_segmentation import VOCSegmentationDataModule
+
+    folder = root / "segmentation"
+    class_names = list(synthetic.write_voc_segmentation(folder, seed=seed, **generator))
+    if class_names[0] != "background":
+        class_names = ["background", *class_names]
+    _check_classes("segmentation", num_classes, len(class_names), "classes including background")
+    return VOCSegmentationDataModule(root=str(folder), crop_size=image_size,
+                                     class_names=class_names, **common)
 
 
 def _report_missing_images(folder: Path, skip: bool) -> None:

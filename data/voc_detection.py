@@ -26,6 +26,7 @@ from data.file_checks import image_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 from errors import ConfigError, DataError
+from data.registry import register_datamodule
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -326,6 +327,7 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor
     return torch.stack(images), list(targets)
 
 
+@register_datamodule
 class VOCDetectionDataModule(L.LightningDataModule):
     """VOC detection for SSD: ``years`` and ``train_split`` make the training set (VOC2007
     trainval, or 07+12 trainval), validation and test read ``eval_year``'s ``val_split`` /

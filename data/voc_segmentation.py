@@ -24,6 +24,7 @@ from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
 from errors import ConfigError, DataError
+from data.registry import register_datamodule
 
 VOC_SEG_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -204,6 +205,7 @@ def collate_same_size(batch: list[tuple[torch.Tensor, torch.Tensor]]):
     return default_collate(batch)
 
 
+@register_datamodule
 class VOCSegmentationDataModule(L.LightningDataModule):
     """VOC2012 segmentation (optionally SBD-augmented training set) for DeepLabv3.
 

@@ -52,7 +52,6 @@ from errors import ConfigError, exit_on_user_error
 
 RELATIVE_TOLERANCE = 1e-3
 DEFAULT_OPSET = 17
-DEFAULT_IMAGE_SIZE = {"classification": 224, "detection": 300, "segmentation": 480}
 
 
 class OnnxMismatchError(RuntimeError):
@@ -148,20 +147,24 @@ class SSDLiteExport(nn.Module):
 
 
 def exportable(model: nn.Module, example: Tensor, decode_boxes: bool = False) -> tuple[nn.Module, list[str]]:
-    """``model`` as a module returning tensors, and its output names (by what it returns)."""
-    from heads.ssd_lite import SSDLiteOutput
+    """``model`` as a module returning tensors, and its output names: a task whose output is not
+    one tensor names its wrapper in its TaskSpec (``export``); other models return logits."""
+    from hydra.utils import get_class
 
-    with torch.no_grad():
-        output = model.eval()(example)
-    if isinstance(output, SSDLiteOutput):
-        wrapped = SSDLiteExport(model, example.shape[-2:], decode_boxes)
+    from tasks.registry import task_for_class
+
+    spec = task_for_class(type(model))
+    if spec is not None and spec.export:
+        wrapped = get_class(spec.export)(model, example.shape[-2:], decode_boxes)
         return wrapped.eval(), wrapped.output_names
     if decode_boxes:
         raise ConfigError("--decode-boxes applies to detection models only")
+    with torch.no_grad():
+        output = model.eval()(example)
     if isinstance(output, Tensor):
         return model, ["logits"]
-    raise TypeError(f"cannot export a model returning {type(output).__name__}; expected logits or "
-                    "an SSDLiteOutput")
+    raise TypeError(f"cannot export a model returning {type(output).__name__}; expected logits "
+                    "(or a task whose TaskSpec names an export wrapper)")
 
 
 # --------------------------------------------------------------------------- export + check
@@ -249,8 +252,8 @@ def _check(report: ExportReport, original: nn.Module, fused: nn.Module | None, i
 def load_checkpoint_model(ckpt_path: str | Path) -> tuple[nn.Module, str, dict[str, Any]]:
     """(task module in eval mode, task name, stored run config) of a checkpoint of this suite,
     loaded safely: weights_only, and only this suite's task classes are built from it."""
-    from tasks.base import SUITE_KEY
-    from tasks.suite_checkpoint import CONFIG_KEY, build_task, read_suite_checkpoint
+    from cogsuite.checkpoint_keys import SUITE_KEY
+    from cogsuite.suite_checkpoint import CONFIG_KEY, build_task, read_suite_checkpoint
 
     checkpoint = read_suite_checkpoint(ckpt_path)
     task = checkpoint[SUITE_KEY]["task"]
@@ -263,7 +266,9 @@ def trained_image_size(task: str, config: dict[str, Any]) -> int:
     for value in (data.get("image_size"), data.get("crop_size"), config.get("image_size")):
         if isinstance(value, int) and value > 0:
             return value
-    return DEFAULT_IMAGE_SIZE.get(task, 224)
+    from tasks.registry import get_task
+
+    return get_task(task).image_size
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

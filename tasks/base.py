@@ -10,14 +10,14 @@ import lightning as L
 import torch
 from torch import nn
 
+from cogsuite.checkpoint_keys import SUITE_KEY  # written by on_save_checkpoint
 from errors import ConfigError
 from tasks.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 INTERVALS = ("step", "epoch")  # how often the lr schedule is stepped
-SUITE_KEY = "cogsuite"  # marks checkpoints written by this suite (see on_save_checkpoint)
 
 
 def backbone_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -84,6 +84,8 @@ def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
     groups = parameter_groups(module, weight_decay, decay_norm_and_bias)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    if name == "adam":  # L2 weight decay added to the gradient (torch.optim.Adam's), seed 001
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(betas))
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9 if momentum is None else momentum, nesterov=False)
     if name == "rmsprop":

@@ -4,13 +4,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from heads.classification import ClassificationHead
 from tasks.base import TaskBase, build_backbone
+from tasks.classification_report import classification_report
+from tasks.registry import TaskSpec, register_task
 
 
 DEFAULT_DROPOUT = 0.2  # torchvision's MobileNetV2 classifier
@@ -100,6 +103,46 @@ class ClassificationTask(TaskBase):
             "per_class_accuracy": dict(zip(self.class_names, per_class.tolist())),
             "confusion_matrix": confusion.tolist(),
             "class_names": self.class_names,
+            # per-class precision / recall / F1 (seed 003's report); eval.py prints it
+            "classification_report": classification_report(confusion.tolist(), self.class_names),
         }
         self.test_per_class.reset()
         self.test_confusion.reset()
+
+
+# --------------------------------------------------------------------------- registration
+def _benchmark_batch(batch: int, size: int, num_classes: int, generator: torch.Generator):
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    return images, torch.randint(0, num_classes, (batch,), generator=generator)
+
+
+def _reference_model(image_size: int, num_classes: int) -> nn.Module:
+    from torchvision.models import mobilenet_v2
+
+    return mobilenet_v2(weights=None, num_classes=num_classes)
+
+
+def _reference_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    images, labels = batch
+    return F.cross_entropy(model(images), labels)
+
+
+register_task(TaskSpec(
+    name=ClassificationTask.task_name,
+    task_class=ClassificationTask,
+    title="Image classification",
+    metric="test/acc",
+    image_size=224, batch_size=16, quick_size=(96, 4),
+    num_classes=1000,  # an ImageNet-size classifier (thesis Table 5.2)
+    description="classifier, 224 px, 1000 classes",
+    make_batch=_benchmark_batch,
+    reference_label="tv mobilenet_v2",
+    reference_backbone="mv2_e6",  # torchvision's mobilenet_v2, layer for layer
+    reference_model=_reference_model,
+    reference_loss=_reference_loss,
+    synthetic={"imagefolder": "data.synthetic_datamodule.synthetic_image_folder",
+               "cifar10": "data.synthetic_datamodule.synthetic_cifar10",
+               "image_folder_splits": "data.synthetic_datamodule.synthetic_image_folder_splits"},
+    model_size_by_classes=True,  # the head grows with the classes (Caltech-256 vs Flowers)
+    order=0,
+))

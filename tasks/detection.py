@@ -40,6 +40,7 @@ from heads.ssd_lite import (
     select_detections,
 )
 from tasks.base import TaskBase, build_backbone
+from tasks.registry import TaskSpec, register_task
 from tasks.coco_metric import COCOMeanAveragePrecision
 from tasks.metrics import VOCMeanAveragePrecision
 from tasks.ssd_loss import SSDLoss
@@ -297,3 +298,60 @@ def no_positives_message(epoch: int, batches: int, trainer: Any = None) -> str:
         "data.keep_difficult_in_train=true), or annotations without objects. Inspect a few "
         "training samples with data.augmentation=none."
     )
+
+
+# --------------------------------------------------------------------------- registration
+BENCHMARK_BOXES_PER_IMAGE = 3  # random ground-truth boxes per benchmark image (VOC averages ~2.4)
+
+
+def _benchmark_batch(batch: int, size: int, num_classes: int, generator: torch.Generator):
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    n = BENCHMARK_BOXES_PER_IMAGE
+    targets = []
+    for _ in range(batch):
+        corner = torch.rand(n, 2, generator=generator) * 0.6 * size
+        extent = (0.1 + 0.3 * torch.rand(n, 2, generator=generator)) * size
+        targets.append({
+            "boxes": torch.cat([corner, (corner + extent).clamp(max=size)], dim=1),
+            "labels": torch.randint(1, num_classes + 1, (n,), generator=generator),
+            "difficult": torch.zeros(n, dtype=torch.bool),
+        })
+    return images, targets
+
+
+def _reference_model(image_size: int, num_classes: int) -> torch.nn.Module:
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                          num_classes=num_classes + 1)  # + background
+    # Its transform resizes every image to 320x320; use our input size instead.
+    model.transform.min_size = (image_size,)
+    model.transform.max_size = image_size
+    model.transform.fixed_size = (image_size, image_size)
+    return model
+
+
+def _reference_loss(model: torch.nn.Module, batch: tuple[Tensor, Targets]) -> Tensor:
+    images, targets = batch
+    plain = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+    return sum(model(list(images), plain).values())
+
+
+register_task(TaskSpec(
+    name=DetectionTask.task_name,
+    task_class=DetectionTask,
+    title="Object detection",
+    metric="test/map",
+    image_size=300, batch_size=24, quick_size=(160, 4),
+    num_classes=20,  # VOC
+    description="SSD-Lite, 300 px, 20 classes",
+    make_batch=_benchmark_batch,
+    reference_label="tv ssdlite320_mnv3",
+    reference_model=_reference_model,
+    reference_loss=_reference_loss,
+    synthetic={"voc": "data.synthetic_datamodule.synthetic_voc_detection"},
+    inference=lambda model, images: model.detect(images),
+    reference_inference=lambda model, images: model(list(images)),
+    export="deploy.export.SSDLiteExport",
+    order=1,
+))

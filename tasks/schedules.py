@@ -8,14 +8,15 @@ survives checkpoint/resume.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler, OneCycleLR
 
 from errors import ConfigError
 
-SCHEDULES = ("cosine", "cosine_restarts", "warmup_cosine", "constant", "exponential")
+SCHEDULES = ("cosine", "cosine_restarts", "warmup_cosine", "constant", "exponential", "one_cycle_stages")
 
 
 def cosine_with_floor(step: int, total_steps: int, min_lr_factor: float) -> float:
@@ -71,6 +72,78 @@ class EpochExponentialFactor:
         return self.gamma ** math.floor(step / self.steps_per_epoch + 1e-9)
 
 
+class OneCyclePerStage(LRScheduler):
+    """Consecutive training stages, each one ``torch.optim.lr_scheduler.OneCycleLR`` of its own
+    length and max lr (seed 001: 20 / 14 / 6 epochs at max lr 0.01 / 0.001 / 0.0001).
+
+    Each stage's OneCycleLR is created when the stage starts, as calling a one-cycle ``fit`` once
+    per stage does (it sets the stage's initial lr, its max lr and, for Adam / SGD with momentum,
+    the momentum cycle). Only the optimizer state carries over: the seed built a new optimizer per
+    stage, which here would lose the run's resumability for a detail the seed does not discuss.
+    ``state_dict`` holds the stage and the step in it, so a resumed run continues inside its stage. ``one_cycle`` options go to every OneCycleLR (torch's defaults otherwise).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, stage_steps: list[int],
+                 stage_max_lrs: list[float], **one_cycle) -> None:
+        if not stage_steps or len(stage_steps) != len(stage_max_lrs) or min(stage_steps) < 1:
+            raise ConfigError(f"one_cycle_stages needs one length >= 1 step per stage and one max lr "
+                              f"per stage; got {stage_steps} steps and {stage_max_lrs} lrs")
+        self.optimizer = optimizer
+        self.stage_steps = [int(s) for s in stage_steps]
+        self.stage_max_lrs = [float(lr) for lr in stage_max_lrs]
+        self.one_cycle = dict(one_cycle)
+        self.stage, self.stage_step, self.last_epoch = 0, 0, 0
+        self._current = self._start(0)
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def _start(self, stage: int) -> OneCycleLR:
+        return OneCycleLR(self.optimizer, max_lr=self.stage_max_lrs[stage],
+                          total_steps=self.stage_steps[stage], **self.one_cycle)
+
+    def step(self, epoch: int | None = None) -> None:
+        self.last_epoch += 1
+        self.stage_step += 1
+        if self.stage_step < self.stage_steps[self.stage]:
+            self._current.step()
+        elif self.stage + 1 < len(self.stage_steps):
+            self.stage, self.stage_step = self.stage + 1, 0
+            self._current = self._start(self.stage)
+        # else: past the last stage (Lightning may step once more): the lr stays at its floor
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_last_lr(self) -> list[float]:
+        return self._last_lr
+
+    def state_dict(self) -> dict:
+        return {"stage": self.stage, "stage_step": self.stage_step, "last_epoch": self.last_epoch,
+                "stage_steps": self.stage_steps, "stage_max_lrs": self.stage_max_lrs}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.stage, self.stage_step = state_dict["stage"], state_dict["stage_step"]
+        self.last_epoch = state_dict["last_epoch"]
+        self.stage_steps = list(state_dict.get("stage_steps", self.stage_steps))
+        self.stage_max_lrs = list(state_dict.get("stage_max_lrs", self.stage_max_lrs))
+        # Replaying the stage's steps sets the optimizer's lr and momentum exactly as they were
+        # (OneCycleLR's own state holds neither); a stage is at most a few thousand steps.
+        self._current = self._start(self.stage)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(min(self.stage_step, self.stage_steps[self.stage] - 1)):
+                self._current.step()
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def one_cycle_stage_steps(stage_epochs: list[float], total_steps: int, steps_per_epoch: float) -> list[int]:
+    """Steps of each stage; the last takes what remains, so the stages fill the run exactly."""
+    steps = [max(1, round(e * steps_per_epoch)) for e in stage_epochs[:-1]]
+    last = int(total_steps) - sum(steps)
+    if last < 1:
+        raise ConfigError(f"one_cycle_stages: stages of {list(stage_epochs)} epochs need "
+                          f"{sum(stage_epochs)} epochs; the run has {total_steps / steps_per_epoch:g} "
+                          "(set trainer.max_epochs to the sum of scheduler.stage_epochs)")
+    return steps + [last]
+
+
 def _constant(step: int) -> float:
     return 1.0
 
@@ -88,12 +161,18 @@ def build_scheduler(
     gamma: float = 0.99,
     T_max: int | None = None,
     offset: int = 0,
+    stage_epochs: list[float] | None = None,
+    stage_lr_factors: list[float] | None = None,
+    one_cycle: dict | None = None,
 ) -> LRScheduler:
     """Build a scheduler; lengths count the intervals it is stepped at (iterations or epochs).
 
     ``T_0`` is in iterations (the thesis' 34560 for Caltech-256). ``cosine`` only: ``T_max`` is
     its length (default: the whole run, ``total_steps``) and ``offset`` reads it that many
     intervals ahead (see ``CosineFactor``). ``exponential``: ``gamma`` is the factor per epoch.
+    ``one_cycle_stages``: one OneCycleLR per stage of ``stage_epochs`` epochs, its max lr the
+    optimizer's lr times the stage's ``stage_lr_factors`` entry (``OneCyclePerStage``); the stages
+    must add up to the run (trainer.max_epochs).
     """
     if name == "cosine":
         length = int(T_max) if T_max is not None else int(total_steps)
@@ -126,4 +205,18 @@ def build_scheduler(
             raise ConfigError(f"scheduler.name=exponential needs 0 < scheduler.gamma <= 1 (the factor per "
                              f"epoch) and a known epoch length; got gamma={gamma}, steps_per_epoch={steps_per_epoch}")
         return LambdaLR(optimizer, EpochExponentialFactor(float(steps_per_epoch), float(gamma)))
+    if name == "one_cycle_stages":
+        if not stage_epochs or not stage_lr_factors or len(stage_epochs) != len(stage_lr_factors):
+            raise ConfigError("scheduler.name=one_cycle_stages needs scheduler.stage_epochs and "
+                              "scheduler.stage_lr_factors, one entry per stage (seed 001: [20, 14, 6] "
+                              f"and [1, 0.1, 0.01]); got {stage_epochs!r} and {stage_lr_factors!r}")
+        epochs_in_run = total_steps / steps_per_epoch
+        if not math.isclose(sum(stage_epochs), epochs_in_run, rel_tol=1e-6):
+            raise ConfigError(f"scheduler.stage_epochs {list(stage_epochs)} add up to {sum(stage_epochs)} "
+                              f"epochs but the run has {epochs_in_run:g}; set trainer.max_epochs="
+                              f"{sum(stage_epochs)}")
+        base_lr = optimizer.param_groups[0]["lr"]
+        steps = one_cycle_stage_steps(list(stage_epochs), total_steps, steps_per_epoch)
+        return OneCyclePerStage(optimizer, steps, [base_lr * f for f in stage_lr_factors],
+                                **dict(one_cycle or {}))
     raise ConfigError(f"unknown scheduler {name!r}; valid: {', '.join(SCHEDULES)}")

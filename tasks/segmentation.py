@@ -19,14 +19,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from errors import ConfigError
 from heads.deeplabv3 import ATROUS_RATES_OS16, DeepLabV3Head, atrous_rates_for
 from tasks.base import TaskBase, build_backbone
+from tasks.registry import TaskSpec, register_task
 from tasks.segmentation_metrics import segmentation_scores
 
 CUTS = ("body", "stride16")  # the backbone role the head reads (see the module docstring)
@@ -150,3 +152,40 @@ class SegmentationTask(TaskBase):
         if len(names) != self.hparams.num_classes:
             names = [f"class{i}" for i in range(self.hparams.num_classes)]
         return [re.sub(r"[^0-9A-Za-z_.-]+", "_", str(n)) for n in names]
+
+
+# --------------------------------------------------------------------------- registration
+def _benchmark_batch(batch: int, size: int, num_classes: int, generator: torch.Generator):
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    masks = torch.randint(0, num_classes, (batch, size, size), generator=generator)
+    masks[:, :, : size // 16] = 255  # some ignored pixels, as on VOC object boundaries
+    return images, masks
+
+
+def _reference_model(image_size: int, num_classes: int) -> nn.Module:
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    return deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False,
+                                        num_classes=num_classes)
+
+
+def _reference_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    images, masks = batch
+    return F.cross_entropy(model(images)["out"], masks, ignore_index=255)
+
+
+register_task(TaskSpec(
+    name=SegmentationTask.task_name,
+    task_class=SegmentationTask,
+    title="Semantic segmentation",
+    metric="test/miou",
+    image_size=480, batch_size=8, quick_size=(128, 2),
+    num_classes=21,  # VOC, background included
+    description="DeepLabv3, 480 px, OS16, 21 classes",
+    make_batch=_benchmark_batch,
+    reference_label="tv deeplabv3_mnv3",
+    reference_model=_reference_model,
+    reference_loss=_reference_loss,
+    synthetic={"voc": "data.synthetic_datamodule.synthetic_voc_segmentation"},
+    order=2,
+))

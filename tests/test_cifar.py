@@ -1,4 +1,4 @@
-"""CIFAR-10: the synthetic set written in the official pickle layout, read by torchvision's reader;
+"""CIFAR-10: the synthetic set written in the official pickle layout, read by the suite's reader;
 splits (official test batch, seeded stratified validation), sizes, clear errors; the seeds' recipes
 (RMSprop, per-epoch exponential decay) as the experiment configs build them."""
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_synthetic_set_has_the_official_layout(cifar_root):
         assert pickle.load(handle, encoding="latin1")["label_names"] == list(SYNTHETIC_CLASSES)
 
 
-def test_torchvision_reader_reads_it(cifar_root):
+def test_reader_reads_it(cifar_root):
     train = read_cifar10(cifar_root, train=True, verify_checksums=False)
     test = read_cifar10(cifar_root, train=False, verify_checksums=False)
     assert train.images.shape == (10 * PER_CLASS, 32, 32, 3) and train.images.dtype == np.uint8

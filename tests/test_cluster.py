@@ -57,7 +57,7 @@ def assert_finished_jobs(logs: Path, seeds: list[int], ranks: int = 1) -> None:
 
 # --------------------------------------------------------------------------- fast checks
 def test_slurm_job_identity(monkeypatch):
-    from tasks import cluster
+    from cogsuite import cluster
 
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
@@ -83,7 +83,7 @@ def _run_folder(parent: Path, name: str, overrides: list[str], finished: bool = 
 
 
 def test_a_requeued_run_finds_only_its_own_unfinished_folder(tmp_path, monkeypatch):
-    from tasks.cluster import requeued_run_dir
+    from cogsuite.cluster import requeued_run_dir
 
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
@@ -105,7 +105,7 @@ def test_a_requeued_run_finds_only_its_own_unfinished_folder(tmp_path, monkeypat
 
 
 def test_resume_checkpoint_is_the_most_advanced(tmp_path):
-    from tasks.cluster import resume_checkpoint
+    from cogsuite.cluster import resume_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -123,7 +123,7 @@ def test_resume_checkpoint_is_the_most_advanced(tmp_path):
 
 
 def test_each_local_sweep_job_gets_its_own_gpus():
-    from tasks.cluster import local_job_gpus
+    from cogsuite.cluster import local_job_gpus
 
     visible = ["0", "1", "2", "3", "4", "5", "6", "7"]
     assert [local_job_gpus(k, 2, visible) for k in range(5)] == [
@@ -138,7 +138,7 @@ def test_launcher_configs_take_the_run_settings(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    import tasks.run_dirs  # noqa: F401 - the resolvers the configs use (train.py imports it too)
+    import cogsuite.run_dirs  # noqa: F401 - the resolvers the configs use (train.py imports it too)
     from tests.helpers import CONFIG_DIR
 
     GlobalHydra.instance().clear()
@@ -194,7 +194,7 @@ def test_basic_launcher_multirun_with_ddp(tmp_path, synthetic_dir):
 _PAUSE_AT_STEP_3 = """
 import runpy, sys, time
 from pathlib import Path
-from tasks.requeue import RequeueOnSignal
+from cogsuite.requeue import RequeueOnSignal
 marker = Path(sys.argv.pop(1))
 original = RequeueOnSignal.on_train_batch_end
 def paused(self, trainer, *args):

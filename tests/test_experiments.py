@@ -140,7 +140,7 @@ def test_table_rows_get_unique_run_folders_and_table_5_5_finds_the_newest_classi
     from hydra.core.global_hydra import GlobalHydra
 
     from errors import SuiteFileNotFoundError
-    from tasks.run_dirs import run_id
+    from cogsuite.run_dirs import run_id
 
     def composed(experiment: str):
         GlobalHydra.instance().clear()

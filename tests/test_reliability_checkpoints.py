@@ -248,7 +248,7 @@ def test_eval_honours_a_new_data_dir(trained, tmp_path):
 
 
 def test_rebase_data_paths_moves_only_paths_under_the_old_roots():
-    from tasks.suite_checkpoint import rebase_data_paths
+    from cogsuite.suite_checkpoint import rebase_data_paths
 
     data = {"root": "/old/data/synthetic/x", "layout": "imagefolder", "roots": ["/old/data/voc"],
             "other": "/elsewhere/data", "prefix_only": "/old/database"}
@@ -276,7 +276,7 @@ def test_data_num_classes_null_follows_the_dataset(tmp_path):
 
 def test_bad_input_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     from tasks.classification import ClassificationTask
-    from tasks.runtime import exit_on_user_error
+    from cogsuite.runtime import exit_on_user_error
     from train import train
 
     cfg = compose_config("train", tiny(tmp_path / "data", "model.optimizer.name=adamx",
@@ -319,7 +319,7 @@ def test_unknown_config_key_for_a_component_lists_valid_keys(tmp_path):
 
 
 def test_unwritable_log_folder_or_a_path_through_a_file(tmp_path, monkeypatch):
-    from tasks.run_dirs import check_writable_folder
+    from cogsuite.run_dirs import check_writable_folder
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -115,7 +115,7 @@ def test_run_and_sweep_folders_carry_the_run_id(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tasks.run_dirs import run_id
+    from cogsuite.run_dirs import run_id
     from tests.helpers import CONFIG_DIR
 
     GlobalHydra.instance().clear()
@@ -131,7 +131,7 @@ def test_run_and_sweep_folders_carry_the_run_id(tmp_path):
 
 
 def test_run_folder_of_a_checkpoint():
-    from tasks.run_dirs import resumed_run_dir
+    from cogsuite.run_dirs import resumed_run_dir
 
     here = Path(__file__)
     assert resumed_run_dir(None) is None and resumed_run_dir(str(here)) is None  # not in checkpoints/
@@ -170,7 +170,7 @@ def test_skip_mode_drops_nonfinite_steps_and_shows_nan(tmp_path, synthetic_dir, 
 
 
 def test_table_shows_nan_and_inf():
-    from tasks.runtime import format_metrics_table, metrics_to_dict
+    from cogsuite.runtime import format_metrics_table, metrics_to_dict
 
     metrics = metrics_to_dict({"val/loss": torch.tensor(float("nan")), "test/loss": float("inf"),
                                "val/acc": 0.5})
@@ -180,7 +180,7 @@ def test_table_shows_nan_and_inf():
 
 # --------------------------------------------------------------------------- atomic saving
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from tasks.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
+    from cogsuite.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
 
     io = AtomicCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"
@@ -202,7 +202,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_disk_full_during_training_is_one_clear_error(tmp_path, synthetic_dir, monkeypatch):
-    from tasks.checkpoint_io import CheckpointSaveError
+    from cogsuite.checkpoint_io import CheckpointSaveError
     from train import train
 
     cfg = compose_config("train", tiny(synthetic_dir, "trainer.max_epochs=2", "test=false",
@@ -304,6 +304,7 @@ def test_resumed_run_is_the_uninterrupted_run_in_the_same_folder(tmp_path, synth
     reference = load(folder / "epoch1.ckpt")
     (folder / "epoch1.ckpt").unlink()  # the crash: epoch 1 never finished
     reference_metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    (run / "metrics.json").unlink()  # a crashed run never wrote it (a finished run resumes elsewhere)
     csv_before = (run / "csv" / "metrics.csv").read_text().splitlines()
 
     resumed = run_cli(["train.py", *common, f"ckpt_path={folder / 'epoch0.ckpt'}"], tmp_path)
@@ -354,6 +355,7 @@ def test_resume_from_a_mid_epoch_checkpoint_is_the_uninterrupted_run(tmp_path, s
         # The checkpoint is back in its run folder, as after a kill: the resume continues there.
         checkpoint = folder / f"mid_epoch_step{step:07d}.ckpt"
         checkpoint.write_bytes((saved / f"step{step}.ckpt").read_bytes())
+        (folder.parent / "metrics.json").unlink()  # the run did not finish
         resumed = run_cli(["train.py", *common, f"ckpt_path={checkpoint}"], tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "not resumable" not in resumed.stderr

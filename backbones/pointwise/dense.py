@@ -21,6 +21,9 @@ class DensePointwise(PointwiseConvNormAct):
         *,
         norm_layer: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d,
         activation_layer: Optional[Callable[..., nn.Module]] = None,
+        bias: bool = False,
     ) -> None:
+        # bias=True before a norm is Keras' Conv2D default (seed 003's head conv); redundant
+        # with BN's shift, but it is a parameter the seed counts.
         super().__init__(in_channels, out_channels, norm_layer=norm_layer,
-                         activation_layer=activation_layer)
+                         activation_layer=activation_layer, bias=bias or None)

@@ -4,7 +4,7 @@ Why Lightning's SLURM requeue and not submitit's checkpointing: submitit's ``che
 Hydra's submitit launcher implements) only resubmits the same call; it knows nothing about the
 training, so the training state would have to be saved from inside submitit's signal handler.
 Lightning owns the training state (weights, optimizer, schedule, loops, callbacks, the mid-epoch
-sampler position of ``tasks.reproducibility``) and its ``SLURMEnvironment`` is how it runs under
+sampler position of ``cogsuite.reproducibility``) and its ``SLURMEnvironment`` is how it runs under
 SLURM (ranks from srun, the requeue signal, ``scontrol requeue`` of the job or array task).
 
 One change to Lightning's auto-requeue: Lightning saves the checkpoint *inside* the signal
@@ -38,7 +38,7 @@ from typing import Any
 import lightning as L
 
 from errors import ConfigError
-from tasks.cluster import CHECKPOINT_FOLDER, REQUEUE_CHECKPOINT, slurm_job_id
+from cogsuite.cluster import CHECKPOINT_FOLDER, REQUEUE_CHECKPOINT, slurm_job_id
 
 log = logging.getLogger("cogsuite")
 

@@ -6,9 +6,9 @@ The launchers are Hydra's submitit plugin (``configs/hydra/launcher/slurm.yaml``
 
 - **Its run id.** In a SLURM job the run id is the job's own id (``slurm-<cluster>-<job>``,
   ``<array job>_<array task>`` for an array task), which SLURM keeps when it requeues the job, so
-  the requeued job can find its folder. Elsewhere it is random (``tasks.run_dirs``).
+  the requeued job can find its folder. Elsewhere it is random (``cogsuite.run_dirs``).
 - **Its folder after a requeue.** A multirun job's folder is ``<sweep>/<job number>_<backbone>``;
-  the sweep folder is resolved once in the launching process (``tasks.run_dirs``), so
+  the sweep folder is resolved once in the launching process (``cogsuite.run_dirs``), so
   the requeued job, which SLURM starts from the same pickled submission, gets the same folder. A
   single run (``python train.py`` in a batch script) that SLURM requeues looks for the unfinished
   folder of its own job id with the same overrides (``requeued_run_dir``); never another job's.
@@ -158,6 +158,10 @@ def export_submitit_ranks() -> None:
     import submitit
 
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    # Lightning read the rank from the environment when it was imported, before this export.
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    rank_zero_only.rank = int(os.environ["RANK"])
 
 
 def local_job_gpus(job_num: int, devices: int, visible: Sequence[str]) -> list[str]:

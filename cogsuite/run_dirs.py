@@ -5,14 +5,16 @@ is random (32 bits from the OS), drawn once per process, so runs started in the 
 on one machine or on many nodes of a cluster, never share a folder. A multirun sweep folder
 carries the id too; its jobs are numbered subfolders.
 
-In a SLURM job the run id is the job's id, and a job SLURM requeued finds the folder its first
-start created (``tasks.cluster.requeued_run_dir``); a multirun's sweep folder is resolved once, in
-the launching process, so submitit's jobs and their requeues share it.
+``python train.py ckpt_path=<run>/checkpoints/X.ckpt`` resumes in ``<run>`` when that run has
+not finished and is resumed with its own settings (``cogsuite.resume.in_place_problem``): logs
+continue in the same folder, and Lightning's best-checkpoint tracking (which it restores only
+when the checkpoint folder is unchanged) carries on. Hydra then writes that invocation's config
+under ``<run>/.hydra/resume_<time>_<id>/`` so the original run's ``.hydra/`` stays as it was.
+A finished run, or other settings, train in a new run folder that records its origin.
 
-``python train.py ckpt_path=<run>/checkpoints/X.ckpt`` resumes in ``<run>``: logs continue in
-the same folder, and Lightning's best-checkpoint tracking (which it restores only when the
-checkpoint folder is unchanged) carries on. Hydra then writes that invocation's config under
-``<run>/.hydra/resume_<time>_<id>/`` so the original run's ``.hydra/`` stays as it was.
+In a SLURM job the run id is the job's id, and a job SLURM requeued finds the folder its first
+start created (``cogsuite.cluster.requeued_run_dir``, by the rules above); a multirun's sweep
+folder is resolved once, in the launching process, so submitit's jobs and their requeues share it.
 
 The resolvers are registered on import (train.py and eval.py import this module).
 """
@@ -34,8 +36,8 @@ _RUN_ID = secrets.token_hex(4)
 
 def run_id() -> str:
     """This process's run id: in a SLURM job the job's id (``slurm-<cluster>-<job>``, the same
-    after a requeue, see tasks.cluster), else 8 random hex digits; the same on every call."""
-    from tasks.cluster import slurm_run_id
+    after a requeue, see cogsuite.cluster), else 8 random hex digits; the same on every call."""
+    from cogsuite.cluster import slurm_run_id
 
     return slurm_run_id() or _RUN_ID
 
@@ -50,22 +52,37 @@ def resumed_run_dir(ckpt_path: Any, train: Any = True) -> str | None:
     return os.path.abspath(ckpt.parent.parent)
 
 
-def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True, overrides: Any = None) -> str:
-    from tasks.cluster import requeued_run_dir
+def _overrides(root: Any) -> list[str] | None:
+    try:
+        return [str(o) for o in root.hydra.overrides.task]
+    except Exception:  # noqa: BLE001 - outside a Hydra run (compose in tests): unknown
+        return None
 
-    if overrides is not None and not isinstance(overrides, (list, tuple)):
-        overrides = OmegaConf.to_container(overrides) if OmegaConf.is_config(overrides) else None
-    return resumed_run_dir(ckpt_path, train) or requeued_run_dir(new_dir, overrides) or new_dir
+
+def continued_run_dir(ckpt_path: Any, train: Any = True, overrides: list[str] | None = None) -> str | None:
+    """The run folder a resume continues in, or None when it trains in a new folder."""
+    from cogsuite.resume import in_place_problem
+
+    run = resumed_run_dir(ckpt_path, train)
+    return run if run is not None and in_place_problem(run, overrides) is None else None
 
 
-def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "") -> str:
-    if resumed_run_dir(ckpt_path, train) is None:
+def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True, *, _root_: Any = None) -> str:
+    from cogsuite.cluster import requeued_run_dir
+
+    overrides = _overrides(_root_)
+    return (continued_run_dir(ckpt_path, train, overrides) or requeued_run_dir(new_dir, overrides)
+            or new_dir)
+
+
+def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "", *, _root_: Any = None) -> str:
+    if continued_run_dir(ckpt_path, train, _overrides(_root_)) is None:
         return ".hydra"
     return f".hydra/resume_{stamp}_{run_id()}"
 
 
 def _register_resolvers() -> None:
-    from tasks import cluster
+    from cogsuite import cluster
 
     # run_id is cached like Hydra's ${now:}: a sweep job's config is composed anew (in a
     # submitit job, or its SLURM requeue, in another process) and takes the launching process's

@@ -6,8 +6,10 @@ treats the file as untrusted data:
 
 - it is read with ``torch.load(weights_only=True)`` (``backbones.pretrained.safe_load``), so
   unpickling builds nothing but tensors and plain containers;
+- names an older version stored are first renamed through ``cogsuite.legacy_names``;
 - every ``_target_`` anywhere in the stored config and hyper-parameters must be on an
-  allowlist: the suite's task classes at ``model``, its datamodules at ``data``, and for the
+  allowlist: the registered task classes at ``model`` (``tasks.registry``), the registered
+  datamodules at ``data`` (``data.registry``), and for the
   parts that are only ever read, never instantiated (``trainer``, ``callbacks``, ``logger``),
   Lightning's own trainer / callback / logger classes. Anything else refuses the whole file;
 - the only things ever constructed from a checkpoint are the allowlisted task class (from the
@@ -24,39 +26,43 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from cogsuite.checkpoint_keys import CONFIG_KEY, SUITE_KEY
+from cogsuite.instantiate import instantiate_node
+from cogsuite.legacy_names import current_name, upgrade_targets
 from errors import CheckpointError, ConfigError
-from tasks.base import SUITE_KEY, backbone_spec
+from tasks.base import backbone_spec
 
-CONFIG_KEY = "cogsuite_config"  # the resolved run config, stored in every checkpoint
-
-TASK_TARGETS = frozenset({
-    "tasks.classification.ClassificationTask",
-    "tasks.detection.DetectionTask",
-    "tasks.segmentation.SegmentationTask",
-})
-DATAMODULE_TARGETS = frozenset({
-    "data.synthetic_datamodule.synthetic_datamodule",
-    "data.classification.ImageFolderDataModule",
-    "data.voc_detection.VOCDetectionDataModule",
-    "data.voc_segmentation.VOCSegmentationDataModule",
-})
 # Run components are never instantiated from a checkpoint; listed so that checkpoints of runs
 # that used Lightning's (or the suite's) callbacks and loggers are accepted.
 _RUN_COMPONENT = re.compile(
     r"lightning\.pytorch\.(trainer\.)?Trainer|lightning\.Trainer"
     r"|lightning\.pytorch\.(callbacks|loggers)\.[A-Z]\w*"
-    r"|tasks\.csv_logger\.[A-Z]\w*|benchmarks\.throughput\.BatchTimer"
-    r"|tasks\.requeue\.RequeueOnSignal|tasks\.run_status\.Heartbeat")
+    r"|cogsuite\.csv_logger\.[A-Z]\w*|benchmarks\.throughput_loop\.BatchTimer"
+    r"|cogsuite\.requeue\.RequeueOnSignal|cogsuite\.run_status\.Heartbeat")
 RUN_COMPONENT_SECTIONS = ("trainer", "callbacks", "logger")
+
+
+def task_targets() -> frozenset[str]:
+    """The task classes a checkpoint may name: the task registry."""
+    from tasks.registry import task_class_paths
+
+    return task_class_paths()
+
+
+def datamodule_targets() -> frozenset[str]:
+    """The datamodules a checkpoint's ``data`` may build: the datamodule registry."""
+    from data.registry import datamodule_targets as registered
+
+    return registered()
 
 
 def _allowed(key: str, target: object) -> bool:
     if not isinstance(target, str):
         return False
     if key == "model._target_":
-        return target in TASK_TARGETS
+        return target in task_targets()
     if key == "data._target_":
-        return target in DATAMODULE_TARGETS
+        return target in datamodule_targets()
     if key.split(".", 1)[0] in RUN_COMPONENT_SECTIONS:
         return _RUN_COMPONENT.fullmatch(target) is not None
     return False
@@ -104,10 +110,16 @@ def read_suite_checkpoint(path: str | Path) -> dict[str, Any]:
     info, config = checkpoint[SUITE_KEY], checkpoint[CONFIG_KEY]
     if not isinstance(info, Mapping) or not isinstance(config, Mapping):
         raise CheckpointError(f"{path}: malformed '{SUITE_KEY}' / '{CONFIG_KEY}' entries")
-    if info.get("class_path") not in TASK_TARGETS:
+    # Names an older version stored are read as this version spells them (one table).
+    info = checkpoint[SUITE_KEY] = {**info, "class_path": current_name(info.get("class_path"))}
+    config = checkpoint[CONFIG_KEY] = upgrade_targets(config)
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint[key] = upgrade_targets(checkpoint[key])
+    if info.get("class_path") not in task_targets():
         raise CheckpointError(
             f"refusing checkpoint {path}: it names the model class {info.get('class_path')!r}, "
-            f"not one of this suite's tasks ({', '.join(sorted(TASK_TARGETS))}).")
+            f"not one of this suite's tasks ({', '.join(sorted(task_targets()))}).")
     stored_target = (config.get("model") or {}).get("_target_")
     if stored_target is not None and stored_target != info["class_path"]:
         raise CheckpointError(f"refusing checkpoint {path}: its model class {info['class_path']!r} "
@@ -123,7 +135,7 @@ def read_suite_checkpoint(path: str | Path) -> dict[str, Any]:
 def task_class(checkpoint: Mapping[str, Any]) -> type[L.LightningModule]:
     """The task class named by a checkpoint already checked by ``read_suite_checkpoint``."""
     class_path = checkpoint[SUITE_KEY]["class_path"]
-    if class_path not in TASK_TARGETS:  # read_suite_checkpoint refused it; never import it
+    if class_path not in task_targets():  # read_suite_checkpoint refused it; never import it
         raise CheckpointError(f"model class {class_path!r} is not one of this suite's tasks")
     module_name, _, class_name = class_path.rpartition(".")
     return getattr(importlib.import_module(module_name), class_name)
@@ -195,8 +207,6 @@ def check_resumable(checkpoint: Mapping[str, Any], model: L.LightningModule, pat
 
 def instantiate_data(data_cfg: DictConfig | Mapping[str, Any], path: str | Path) -> L.LightningDataModule:
     """Instantiate a datamodule config that came from a checkpoint, after checking its target."""
-    from tasks.runtime import instantiate_node
-
     container = OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else data_cfg
     check_targets({"data": container}, path)
     return instantiate_node(OmegaConf.create(container), "data")

@@ -55,7 +55,7 @@ def write_status(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
 
 def start_status(run_dir: str | os.PathLike) -> None:
     """A (re)start of the run: running, with this process's host and SLURM job."""
-    from tasks.cluster import restart_count, slurm_job_id
+    from cogsuite.cluster import restart_count, slurm_job_id
 
     previous = read_status(run_dir)
     write_status(run_dir, state="running", heartbeat=now_iso(), started=now_iso(),

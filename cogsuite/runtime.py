@@ -2,7 +2,6 @@
 user-facing errors, and the metrics table."""
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -12,55 +11,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from errors import ConfigError, ConfigTypeError, exit_on_user_error, user_error
-from tasks.checkpoint_io import AtomicCheckpointIO
-from tasks.suite_checkpoint import CONFIG_KEY
+from cogsuite.instantiate import instantiate_node
+from errors import exit_on_user_error, user_error
+from cogsuite.checkpoint_io import AtomicCheckpointIO
+from cogsuite.checkpoint_keys import CONFIG_KEY
 
 __all__ = ["CONFIG_KEY", "StoreConfigInCheckpoint", "apply_channels_last", "build_trainer",
            "exit_on_user_error", "format_metrics_table", "instantiate_group", "instantiate_node",
            "metrics_to_dict", "resolve_device_defaults", "user_error", "write_json"]
 
 log = logging.getLogger("cogsuite")
-
-
-def _failed_at_call(error: BaseException) -> bool:
-    """True for a TypeError raised while binding arguments to the target (an unknown or missing
-    config key), not from inside the target's code."""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_code.co_name == "_call_target"
-
-
-def instantiate_node(node: DictConfig, where: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` where a config key the target does not take becomes a
-    ConfigTypeError naming the valid keys, and Lightning's MisconfigurationException (its
-    bad-argument error) a ConfigError."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, TypeError) and _failed_at_call(cause):
-            raise ConfigTypeError(f"{where}: {cause}{_valid_keys(node)}") from exc
-        if isinstance(cause, MisconfigurationException):
-            raise ConfigError(f"{where}: {cause}") from exc
-        raise
-
-
-def _valid_keys(node: DictConfig) -> str:
-    try:
-        from hydra.utils import get_method
-
-        parameters = inspect.signature(get_method(node._target_)).parameters
-    except Exception:  # noqa: BLE001 - the list is a courtesy; the error stands without it
-        return ""
-    names = [n for n, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return f" (valid keys: {', '.join(names)})" if names else ""
 
 
 class StoreConfigInCheckpoint(L.Callback):

@@ -41,7 +41,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, target)
-        except OSError as error:
+        except (OSError, RuntimeError) as raised:
+            # torch's zip writer reports a failed write (disk full) as a RuntimeError ("unexpected
+            # pos ...") raised while handling the file's OSError: name that OSError.
+            error = _os_error_behind(raised)
+            if error is None:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                raise
             with contextlib.suppress(OSError):
                 temporary.unlink()
             previous = (f"the previous {target.name} is unchanged" if target.is_file()
@@ -51,12 +58,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"({type(error).__name__}); {previous}. Free disk space or make "
                 f"{target.parent} writable, then resume from the last good checkpoint "
                 "(python train.py ckpt_path=...)."
-            ) from error
+            ) from raised
         except BaseException:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             raise
         _sync_folder(target.parent)
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """``error`` itself if it is an OSError, else the OSError it was raised while handling."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _sync_folder(folder: Path) -> None:
