@@ -73,25 +73,16 @@ def is_requeued_start() -> bool:
 
 
 # --------------------------------------------------------------------------- its run folder
-def _overrides_of(run: Path) -> list[str] | None:
-    from omegaconf import OmegaConf
-
-    path = run / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return None
-    try:
-        return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))]
-    except Exception:  # noqa: BLE001 - an unreadable file is not this job's run
-        return None
-
-
 def requeued_run_dir(new_dir: str, overrides: Sequence[str] | None) -> str | None:
     """For a single run that SLURM requeued: the folder its first start created.
 
     ``new_dir`` is the folder a new run would get, ``<parent>/<time>_<backbone>_<run id>``; the
-    earlier start's folder differs only in the time. It must be unfinished (no metrics.json) and
-    hold the same command-line overrides, so that a requeued batch script with several runs gives
-    each its own folder back. Returns None (a new folder) when there is none."""
+    earlier start's folder differs only in the time. It must be one a resume may continue in
+    (``cogsuite.resume.in_place_problem``: unfinished, the same command-line overrides), so that
+    a requeued batch script with several runs gives each its own folder back. Returns None (a
+    new folder) when there is none."""
+    from cogsuite.resume import in_place_problem
+
     run_id = slurm_run_id()
     if run_id is None or restart_count() == 0:
         return None
@@ -99,12 +90,10 @@ def requeued_run_dir(new_dir: str, overrides: Sequence[str] | None) -> str | Non
     suffix = new.name.split("_", 2)[-1]  # <backbone>_<run id> (the time is <date>_<clock>)
     if not suffix.endswith(run_id) or not new.parent.is_dir():
         return None
-    wanted = [str(o) for o in overrides] if overrides is not None else None
     candidates = sorted((p for p in new.parent.iterdir()
-                         if p.is_dir() and p.name.endswith(f"_{suffix}")
-                         and not (p / METRICS_FILE).exists()), reverse=True)
+                         if p.is_dir() and p.name.endswith(f"_{suffix}")), reverse=True)
     for candidate in candidates:
-        if wanted is None or _overrides_of(candidate) == wanted:
+        if in_place_problem(candidate, overrides) is None:
             return str(candidate.resolve())
     return None
 
