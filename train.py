@@ -178,7 +178,7 @@ def _train(cfg: DictConfig, origin: dict[str, Any] | None) -> dict[str, Any]:
         model = torch.compile(model)
 
     guard = NonFiniteLossGuard(cfg.get("on_nonfinite_loss", "stop"),
-                               cfg.get("max_consecutive_skips", 20))
+                               cfg.get("max_consecutive_skips", 20), cfg.get("max_loss_growth", 1e4))
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks") + [
         StoreConfigInCheckpoint(cfg), EpochSeedCallback(cfg.seed), guard]
     loggers = instantiate_group(cfg.get("logger"), "logger")

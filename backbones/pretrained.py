@@ -2,6 +2,7 @@
 efficientnet_b0."""
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -148,10 +149,15 @@ def _first_line(text: str) -> str:
 RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
+RUN_METRICS = "metrics.json"  # written by train.py when a run finishes
+
+
 def checkpoint_in(path: Union[str, Path]) -> Path:
     """``path`` itself if it is a file; for a run folder its ``checkpoints/last.ckpt``; for a
     folder of runs (e.g. a table row's ``logs/thesis/table5_1/caltech256_cog_e2``) the newest
-    run's. That is how Table 5.5 starts from the newest Table 5.1 classifier of its backbone."""
+    **finished** run's (one with ``metrics.json`` that did not diverge, newest by that file's
+    time), logged with the run it picked. That is how Table 5.5 starts from the newest Table 5.1
+    classifier of its backbone; a run still training (or crashed) is never picked."""
     path = Path(path)
     if not path.exists():
         raise SuiteFileNotFoundError(
@@ -160,15 +166,30 @@ def checkpoint_in(path: Union[str, Path]) -> Path:
             "row of the same backbone) or fix backbone.pretrained")
     if not path.is_dir():
         return path
-    candidates = [path / RUN_CHECKPOINT] if (path / RUN_CHECKPOINT).is_file() else \
-        sorted(path.glob(f"*/{RUN_CHECKPOINT.as_posix()}"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
+    if (path / RUN_CHECKPOINT).is_file():
+        return path / RUN_CHECKPOINT
+    runs = [c.parent.parent for c in path.glob(f"*/{RUN_CHECKPOINT.as_posix()}")]
+    finished = sorted((r for r in runs if _finished(r)), key=lambda r: ((r / RUN_METRICS).stat().st_mtime, r.name))
+    if not finished:
+        found = f" ({len(runs)} run(s) there have not finished or diverged)" if runs else ""
         raise SuiteFileNotFoundError(
-            f"no finished run under {path} (looked for {RUN_CHECKPOINT.as_posix()} and "
-            f"*/{RUN_CHECKPOINT.as_posix()}): train the run this one starts from first (for Table "
+            f"no finished run under {path}{found} (looked for */{RUN_CHECKPOINT.as_posix()} with "
+            f"{RUN_METRICS}): train the run this one starts from first (for Table "
             "5.5: the Table 5.1 Caltech-256 row of the same backbone), or set backbone.pretrained "
             "to a checkpoint file")
-    return candidates[-1]
+    newest = finished[-1]
+    skipped = len(runs) - len(finished)
+    log.info("backbone.pretrained=%s: loading the newest finished run %s%s", path, newest.name,
+             f" ({skipped} unfinished or diverged run(s) there skipped)" if skipped else "")
+    return newest / RUN_CHECKPOINT
+
+
+def _finished(run: Path) -> bool:
+    try:
+        summary = json.loads((run / RUN_METRICS).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("diverged") is not True
 
 
 def _backbone_weights(obj: object, path: Path) -> tuple[str, Optional[str], dict[str, Tensor]]:
@@ -212,6 +233,14 @@ def _tensors(state: Mapping[str, object], path: Path) -> dict[str, Tensor]:
     bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries {bad[:_SHOW]} are not tensors; expected a state dict.")
+    # Weights from a run that diverged: loading them would only make the new run diverge, with
+    # a message blaming its own learning rate or data.
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise CheckpointError(
+            f"refusing backbone weights from {path}: {len(nonfinite)} tensor(s) hold NaN or infinite values "
+            f"(e.g. {nonfinite[:_SHOW]}), so the run that wrote them had diverged; use a checkpoint from "
+            "before it diverged or another run")
     return dict(state)
 
 

@@ -148,14 +148,17 @@ def raw_step_for(cfg, runtime: Runtime, num_batches: int = 8) -> tuple[Callable[
     torch.manual_seed(0)
     datamodule = instantiate(cfg.data, num_workers=0)
     datamodule.setup("fit")
+    model = runtime.place_model(instantiate(cfg.model))
+    model.input_normalization = getattr(datamodule, "input_normalization", None)
     batches = []
     for images, target in itertools.islice(datamodule.train_dataloader(), num_batches):
         if isinstance(target, Tensor):
             target = target.to(runtime.device)
         else:
             target = [{k: v.to(runtime.device) for k, v in t.items()} for t in target]
+        # uint8 from the loader: normalised (and distorted) on the device, as in training
+        images = model.prepare_images(images.to(runtime.device), (images, target))
         batches.append((runtime.place_images(images), target))
-    model = runtime.place_model(instantiate(cfg.model))
     cycle = itertools.cycle(batches)
     step = train_step_fn(model, lambda: ours_loss(model, next(cycle)), task_optimizer(model), runtime)
     return step, int(batches[0][0].shape[0])

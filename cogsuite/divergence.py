@@ -7,12 +7,18 @@ weights; train.py reports the run as diverged (table and ``metrics.json``).
 the BatchNorm statistics of that forward pass are rolled back; after ``max_consecutive_skips``
 skipped steps in a row the run is stopped as diverged, since it will not recover.
 
+An **exploding** loss counts as diverged too: a finite loss more than ``max_loss_growth``
+(default 1e4) times its start (the first training step's loss, at least 1) is treated exactly like
+a non-finite one. Without it a run at lr=1e6 trains on at losses of 1e8..1e13 and nothing says so.
+``max_loss_growth=null`` turns that check off.
+
 Checking the loss costs one host sync per step. Under DDP every process takes the same decision
 (one all-reduce of a flag), so no process waits for another that stopped.
 """
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -42,14 +48,20 @@ class TrainingDiverged(Exception):
 
 
 class NonFiniteLossGuard(L.Callback):
-    def __init__(self, on_nonfinite_loss: str = "stop", max_consecutive_skips: int = 20) -> None:
+    def __init__(self, on_nonfinite_loss: str = "stop", max_consecutive_skips: int = 20,
+                 max_loss_growth: float | None = 1e4) -> None:
         if on_nonfinite_loss not in MODES:
             raise ConfigError(f"on_nonfinite_loss must be one of {', '.join(MODES)}, "
                               f"got {on_nonfinite_loss!r}")
         if max_consecutive_skips < 1:
             raise ConfigError(f"max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
+        if max_loss_growth is not None and not max_loss_growth > 1:
+            raise ConfigError(f"max_loss_growth must be > 1 (or null to turn the check off), got {max_loss_growth}")
         self.mode = on_nonfinite_loss
         self.max_consecutive_skips = max_consecutive_skips
+        self.max_loss_growth = max_loss_growth
+        self.start_loss: float | None = None  # the first training step's loss (floored at 1)
+        self._exploded = False
         self.skipped_steps = 0
         self._consecutive = 0
         self._skip_pending = False
@@ -62,11 +74,19 @@ class NonFiniteLossGuard(L.Callback):
                              if b.is_floating_point()]
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if not trainer.strategy.reduce_boolean_decision(not finite, all=False):
+        value = loss.detach().float().sum().item()  # the one host sync of the check
+        finite = math.isfinite(value)
+        exploded = False
+        if finite and self.max_loss_growth is not None:
+            if self.start_loss is None:
+                self.start_loss = max(abs(value), 1.0)
+            exploded = abs(value) > self.start_loss * self.max_loss_growth
+        bad = not finite or exploded
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
-        # None: this process's loss was finite; another process's was not.
-        value = None if finite else loss.detach().float().item()
+        self._exploded = exploded
+        # None: this process's loss was fine; another process's was not.
+        value = value if bad else None
         self._last_bad_loss = value
         if self.mode == "stop":
             raise self._diverged(trainer, pl_module, value, "stopped")
@@ -89,8 +109,9 @@ class NonFiniteLossGuard(L.Callback):
             raise self._diverged(trainer, pl_module, self._last_bad_loss,
                                  f"stopped after {self._consecutive} skipped steps in a row")
         if trainer.is_global_zero:
-            log.warning("skipped training step %d: non-finite loss %s (%d skipped so far). %s",
-                        trainer.global_step, self._last_bad_loss, self.skipped_steps,
+            log.warning("skipped training step %d: %s loss %s (%d skipped so far). %s",
+                        trainer.global_step, "exploding" if self._exploded else "non-finite",
+                        self._last_bad_loss, self.skipped_steps,
                         LIKELY_CAUSES)
 
     def _diverged(self, trainer, pl_module, value: float | None, what: str) -> TrainingDiverged:
@@ -98,7 +119,11 @@ class NonFiniteLossGuard(L.Callback):
         lr = _learning_rate(trainer)
         where = "on another process" if value is None else f"{value}"
         alternative = " on_nonfinite_loss=skip skips such steps instead." if self.mode == "stop" else ""
-        message = (f"training diverged: non-finite training loss ({where}) at step {step} "
+        kind = "non-finite training loss"
+        if self._exploded:
+            kind = (f"exploding training loss, more than {self.max_loss_growth:g} times its start "
+                    f"{self.start_loss:.4g} (max_loss_growth)")
+        message = (f"training diverged: {kind} ({where}) at step {step} "
                    f"(epoch {epoch}){f', lr {lr:.3g}' if lr is not None else ''}; {what}. "
                    f"{LIKELY_CAUSES}.{alternative}")
         return TrainingDiverged(message, step, epoch, value)

@@ -23,7 +23,9 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 
 from data.cifar_pickle import read_batch, read_meta
-from data.cifar_transforms import AUGMENTATIONS, check_normalize, cifar_eval_transform, cifar_train_transform
+from data.cifar_transforms import (AUGMENTATIONS, check_normalize, cifar_eval_transform, cifar_normalization,
+                                   cifar_train_transform)
+from data.device_transforms import Normalization
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
 from data.split_datamodule import SplitDataModule
@@ -167,6 +169,11 @@ class CIFAR10DataModule(SplitDataModule):
         check_num_classes(hp.num_classes, train.class_names, f"batches.meta in '{hp.root}'")
         self._train, self._test = train, test
         self._split = stratified_indices(train.labels, hp.val_fraction, hp.seed)
+
+    @property
+    def input_normalization(self) -> Normalization:
+        """How the task normalises the uint8 batches on the device."""
+        return cifar_normalization(self.hparams.get("normalize", "imagenet"))
 
     @property
     def num_classes(self) -> int:

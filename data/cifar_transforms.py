@@ -1,4 +1,5 @@
-"""CIFAR transforms (albumentations): 32x32 uint8 RGB in, normalised tensors at ``image_size`` out.
+"""CIFAR transforms (albumentations): 32x32 uint8 RGB in, uint8 tensors at ``image_size`` out
+(normalised on the device by the task with ``cifar_normalization``).
 
 Images are resized first (seeds 002 and 004 trained at 224 px), then augmented at that size:
 
@@ -9,7 +10,7 @@ Images are resized first (seeds 002 and 004 trained at 224 px), then augmented a
   horizontal flip, borders filled with the nearest pixel.
 - ``none``.
 
-Then the normalisation, ``normalize``:
+Then the normalisation, ``normalize`` (applied on the device):
 
 - ``imagenet`` (default): ImageNet mean / std, as every other dataset of the suite (seed 004's
   notebook fed raw 0-255 pixels).
@@ -26,6 +27,7 @@ from data.transforms import IMAGENET_MEAN, IMAGENET_STD, _check_size
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from data.device_transforms import Normalization  # noqa: E402
 from errors import ConfigError  # noqa: E402
 
 CIFAR_IMAGE_SIZE = 32
@@ -47,9 +49,16 @@ def check_normalize(normalize: str) -> str:
     return normalize
 
 
-def _finish(normalize: str = "imagenet") -> list:
+def cifar_normalization(normalize: str = "imagenet") -> Normalization:
+    """What the task applies on the device to this dataset's uint8 batches."""
     mean, std = NORMALIZATIONS[check_normalize(normalize)]
-    return [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    return Normalization(tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std))
+
+
+def _finish(normalize: str = "imagenet") -> list:
+    check_normalize(normalize)
+    # uint8 out: the task normalises on the device (cifar_normalization, data.device_transforms).
+    return [ToTensorV2()]
 
 
 def _augmentation(name: str, size: int) -> list:

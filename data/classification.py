@@ -18,13 +18,15 @@ from data.image_folder import (
 )
 from data.io import read_rgb
 from data.split_datamodule import SplitDataModule
-from data.transforms import classification_eval_transform, classification_train_transform
+from data.classification_pipeline import RandomResizedCropPipeline
+from data.transforms import classification_eval_transform
 from errors import ConfigError
 from data.registry import register_datamodule
 
 
 class ImageClassificationDataset(Dataset):
-    """``(path, label)`` samples -> ``(image tensor [3,H,W], label)`` via an albumentations transform."""
+    """``(path, label)`` samples -> ``(image tensor [3,H,W] uint8, label)`` via an albumentations
+    transform or a pipeline that reads the file itself (``data.classification_pipeline``)."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[..., dict]) -> None:
         self.samples = list(samples)
@@ -35,6 +37,8 @@ class ImageClassificationDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
+        if getattr(self.transform, "reads_images", False):  # data.classification_pipeline: decodes itself
+            return self.transform(path=path)["image"], label
         return self.transform(image=read_rgb(path))["image"], label
 
 
@@ -125,6 +129,6 @@ class ImageFolderDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is None:
             size = self.hparams.image_size
-            self.train_dataset = ImageClassificationDataset(self.split.train, classification_train_transform(size))
+            self.train_dataset = ImageClassificationDataset(self.split.train, RandomResizedCropPipeline(size))
             self.val_dataset = ImageClassificationDataset(self.split.val, classification_eval_transform(size))
             self.test_dataset = self.val_dataset  # these datasets have no separate test set

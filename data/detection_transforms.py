@@ -1,4 +1,9 @@
-"""Albumentations pipelines for SSD training and evaluation.
+"""Albumentations pipelines for SSD training and evaluation, step by step.
+
+The datamodules run ``data.detection_pipeline`` instead: the same draws and rules with the
+geometry composed into one warp, uint8 out, the photometric distortion and normalisation on the
+device. The chains here stay as the step-by-step reference its tests and
+``benchmarks.data_pipeline`` compare with (float out, normalised on the CPU).
 
 Boxes are ``pascal_voc`` pixels with ``labels`` and ``difficult`` carried along. Three training
 augmentations (``augmentation=``):

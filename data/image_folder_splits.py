@@ -27,8 +27,7 @@ from pathlib import Path
 
 import cv2
 
-from data.transforms import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, _check_size, \
-    classification_train_transform
+from data.transforms import EVAL_CROP_FRACTION, _check_size
 
 import albumentations as A  # noqa: E402  (after data.transforms: no update check)
 import numpy as np  # noqa: E402
@@ -38,6 +37,7 @@ from torch.utils.data import Dataset  # noqa: E402
 
 from data.bad_files import report_bad_files  # noqa: E402
 from data.classification import ImageClassificationDataset  # noqa: E402
+from data.classification_pipeline import RandomResizedCropPipeline  # noqa: E402
 from data.image_folder import (  # noqa: E402
     ClassificationSplit, ImageFolderIndex, Sample, check_image_folder, index_image_folder,
     leave_out_samples, stratified_split,
@@ -66,7 +66,8 @@ def deformation(kind: str) -> A.Compose:
 
 class DeformedEvalDataset(Dataset):
     """Evaluation samples, each resized and centre-cropped, then warped by ``deform`` seeded by
-    (seed, split, index), then normalised: the same deformation of the same image every time."""
+    (seed, split, index); uint8 out (normalised on the device): the same deformation of the same
+    image every time."""
 
     def __init__(self, samples: Sequence[Sample], image_size: int, deform: A.Compose, seed: int,
                  split: str) -> None:
@@ -75,8 +76,7 @@ class DeformedEvalDataset(Dataset):
         self.resize = A.Compose([A.SmallestMaxSize(max_size=int(round(size / EVAL_CROP_FRACTION))),
                                  A.CenterCrop(height=size, width=size)])
         self.deform = deform
-        self.finish = A.Compose([A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0),
-                                 ToTensorV2()])
+        self.finish = A.Compose([ToTensorV2()])  # uint8: the task normalises on the device
         self.seed = [int(seed), _SPLIT_SEEDS.get(split, 0)]
 
     def __len__(self) -> int:
@@ -229,7 +229,7 @@ class ImageFolderSplitsDataModule(SplitDataModule):
         self._index()
         hp = self.hparams
         self.train_dataset = ImageClassificationDataset(self._splits["train"],
-                                                        classification_train_transform(hp.image_size))
+                                                        RandomResizedCropPipeline(hp.image_size))
         self.val_dataset = self._eval_dataset("val")
         self.test_dataset = self._eval_dataset("test")
 

@@ -1,8 +1,10 @@
 """Image reading helpers shared by the dataset readers."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -78,8 +80,45 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+# OpenCV's imdecode flag per DCT scale; IGNORE_ORIENTATION: PIL does not apply EXIF rotation either.
+_OPENCV_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                   8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _decode_jpeg_opencv(path: Path, size: tuple[int, int], wanted: tuple[int, int] | None) -> np.ndarray | None:
+    """An RGB or grayscale JPEG decoded by OpenCV at the smallest DCT scale giving ``wanted``;
+    None where PIL should decode it instead (no end-of-image marker: PIL reports truncation,
+    OpenCV would fill the rest grey; or OpenCV cannot read it).
+
+    OpenCV's libjpeg-turbo gives the same pixels as PIL's, 25 % faster on VOC images, mostly
+    because PIL's image -> numpy step copies (measured in docs/data_pipeline.md)."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size < 4 or data[-2] != 0xFF or data[-1] != 0xD9:
+        return None
+    factor = 1
+    if wanted is not None:
+        width, height = size
+        for k in (8, 4, 2):
+            if -(-width // k) >= wanted[0] and -(-height // k) >= wanted[1]:
+                factor = k
+                break
+    bgr = cv2.imdecode(data, _OPENCV_REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.ndim != 3:
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# ``draft(width, height)`` -> the smallest (width, height) the caller needs decoded, or None.
+DraftRequest = Callable[[int, int], "tuple[int, int] | None"]
+
+
+def read_rgb(path: str | Path, draft: DraftRequest | None = None) -> np.ndarray:
     """Read an image file as an ``HxWx3`` ``uint8`` RGB array (writable copy).
+
+    ``draft``: called with the stored size before decoding; a JPEG is then decoded at the
+    smallest of libjpeg's DCT scales (1/2, 1/4, 1/8) that still gives at least the size it
+    returns, several times faster than a full decode, and by OpenCV (the fastest decoder here)
+    when it is RGB or grayscale. The caller reads the scale from the returned array's shape.
 
     Grayscale, CMYK, palette and alpha images are converted to RGB. A missing file raises
     ``FileNotFoundError``; a file that cannot be decoded raises :class:`ImageDecodeError`
@@ -88,6 +127,14 @@ def read_rgb(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as image:
+            if draft is not None and image.format == "JPEG":
+                wanted = draft(*image.size)
+                if image.mode in ("RGB", "L"):
+                    array = _decode_jpeg_opencv(path, image.size, wanted)
+                    if array is not None:
+                        return array
+                if wanted is not None:
+                    image.draft("RGB", wanted)
             rgb = to_rgb(image)
             array = np.array(rgb, dtype=np.uint8)
     except FileNotFoundError:

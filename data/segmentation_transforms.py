@@ -1,7 +1,8 @@
 """Albumentations pipelines for semantic segmentation (DeepLabv3 training on VOC2012).
 
 Training: random rescale (``scale_range``; None: none, as the thesis' Table 5.5 runs), pad to the crop (image 0, mask ``ignore_index`` so padding never counts
-in the loss), random crop, horizontal flip, ImageNet normalisation. Masks are always resampled
+in the loss), random crop, horizontal flip; images stay uint8 (the task applies ImageNet
+normalisation on the device, ``data.device_transforms``). Masks are always resampled
 with nearest-neighbour interpolation so class ids (and 255) never blend.
 
 Evaluation: whole images at their own size, only normalised (exact VOC evaluation; the loaders
@@ -28,8 +29,6 @@ def train_transform(
     crop_size: int,
     scale_range: Sequence[float] | None = (0.5, 2.0),
     ignore_index: int = IGNORE_INDEX,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
     if crop_size < 1:
         raise ConfigError(f"crop size must be a positive number of pixels, got {crop_size}")
@@ -48,7 +47,6 @@ def train_transform(
                       fill=0, fill_mask=ignore_index),
         A.RandomCrop(height=crop_size, width=crop_size),
         A.HorizontalFlip(p=0.5),
-        A.Normalize(mean=tuple(mean), std=tuple(std)),
         ToTensorV2(),
     ])
 
@@ -56,13 +54,11 @@ def train_transform(
 def eval_transform(
     pad_to: int | None = None,
     ignore_index: int = IGNORE_INDEX,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
     """Whole-image evaluation; ``pad_to`` pads bottom/right to ``pad_to`` x ``pad_to`` (no resize)."""
     steps: list = []
     if pad_to is not None:
         steps.append(A.PadIfNeeded(min_height=pad_to, min_width=pad_to, position="top_left",
                                    border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index))
-    steps += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    steps += [ToTensorV2()]
     return A.Compose(steps)

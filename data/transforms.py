@@ -3,7 +3,8 @@
 Train: RandomResizedCrop with scale (0.25, 1) rather than Inception's (0.08, 1): the datasets
 here are small (a few thousand images), objects are often not centred, and with 8 % crops a
 sizeable share of training crops would miss the object entirely; 0.25 keeps the augmentation
-strong while the label stays visible. Then a horizontal flip and ImageNet normalisation.
+strong while the label stays visible. Then a horizontal flip. Images stay uint8; the task
+applies ImageNet normalisation on the device (``data.device_transforms``).
 
 Eval: resize the shorter side to ``image_size / 0.875`` (256 for 224) and centre-crop
 ``image_size``, the usual ImageNet evaluation protocol.
@@ -39,7 +40,6 @@ def classification_train_transform(image_size: int) -> A.Compose:
         [
             A.RandomResizedCrop(size=(size, size), scale=TRAIN_CROP_SCALE, ratio=(3 / 4, 4 / 3)),
             A.HorizontalFlip(p=0.5),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0),
             ToTensorV2(),
         ]
     )
@@ -51,7 +51,6 @@ def classification_eval_transform(image_size: int) -> A.Compose:
         [
             A.SmallestMaxSize(max_size=int(round(size / EVAL_CROP_FRACTION))),
             A.CenterCrop(height=size, width=size),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0),
             ToTensorV2(),
         ]
     )

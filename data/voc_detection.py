@@ -20,7 +20,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data.bad_files import BadFile, SampleCheck, SplitCheck, report_bad_files
 from data.check_runner import check_samples
-from data.detection_transforms import AUGMENTATIONS, NORMALIZATIONS, eval_transform, train_transform
+from data.detection_pipeline import detection_normalization, eval_pipeline, train_pipeline
+from data.detection_transforms import AUGMENTATIONS, NORMALIZATIONS
+from data.device_transforms import Normalization
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem
 from data.io import read_rgb
@@ -240,10 +242,12 @@ def check_voc_sample(voc_dir: Path, image_id: str, split: str, class_to_label: d
 
 
 class VOCDetection(Dataset):
-    """``(image [3,H,W] float, dict(boxes [N,4] float32, labels [N] int64, difficult [N] bool))``.
+    """``(image [3,H,W] uint8, dict(boxes [N,4] float32, labels [N] int64, difficult [N] bool))``.
 
-    ``transform`` is an albumentations Compose called with ``image, bboxes, labels, difficult``
-    (see ``data.detection_transforms``); boxes come back in pixels of the transformed image.
+    ``transform``: a ``data.detection_pipeline.SSDPipeline`` (called with the image's path), or an
+    albumentations Compose called with ``image, bboxes, labels, difficult``; boxes come back in
+    pixels of the transformed image. mb2-ssd-lite training targets also carry ``photometric``
+    and ``image_rect``, applied on the device (``data.device_transforms``).
     """
 
     def __init__(self, voc_dir: str | Path, split: str, class_names: Sequence[str] = VOC_CLASSES,
@@ -303,16 +307,29 @@ class VOCDetection(Dataset):
         return image, boxes, labels, difficult
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        image, boxes, labels, difficult = self.load(index)
-        if self.transform is None:
-            tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255
-        else:
-            out = self.transform(image=image, bboxes=boxes, labels=labels, difficult=difficult)
+        extra: dict[str, torch.Tensor] = {}
+        if getattr(self.transform, "reads_images", False):
+            # data.detection_pipeline: it decides the decode size itself, so it gets the path.
+            ann = self.annotation(index)
+            boxes, labels, difficult = ann.boxes, ann.labels, ann.difficult
+            if not self.keep_difficult:
+                boxes, labels, difficult = boxes[~difficult], labels[~difficult], difficult[~difficult]
+            out = self.transform(path=self.voc_dir / "JPEGImages" / f"{self.ids[index]}.jpg",
+                                 bboxes=boxes, labels=labels, difficult=difficult)
             tensor, boxes, labels, difficult = out["image"], out["bboxes"], out["labels"], out["difficult"]
+            extra = {k: out[k] for k in ("photometric", "image_rect", "fill") if k in out}
+        else:
+            image, boxes, labels, difficult = self.load(index)
+            if self.transform is None:  # uint8 as every loader yields (normalised on the device)
+                tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            else:
+                out = self.transform(image=image, bboxes=boxes, labels=labels, difficult=difficult)
+                tensor, boxes, labels, difficult = out["image"], out["bboxes"], out["labels"], out["difficult"]
         target = {
             "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
             "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
             "difficult": torch.as_tensor(np.asarray(difficult, dtype=bool).reshape(-1)),
+            **extra,
         }
         return tensor, target
 
@@ -404,6 +421,11 @@ class VOCDetectionDataModule(L.LightningDataModule):
         self.test_set: VOCDetection | None = None
 
     @property
+    def input_normalization(self) -> Normalization:
+        """How the task normalises the uint8 batches on the device."""
+        return detection_normalization(self.normalization)
+
+    @property
     def num_classes(self) -> int:
         """Object classes (background excluded)."""
         return len(self.class_names)
@@ -415,7 +437,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
 
     def _eval_set(self, split: str) -> VOCDetection:
         return VOCDetection(self.year_dirs[self.eval_year], split, self.class_names, keep_difficult=True,
-                            transform=eval_transform(self.image_size, self.normalization))
+                            transform=eval_pipeline(self.image_size, self.normalization))
 
     def _held_out_ids(self) -> dict[str, set[str]]:
         """Per year, the training ids held out for validation (``val_fraction`` of all, seeded)."""
@@ -442,8 +464,8 @@ class VOCDetectionDataModule(L.LightningDataModule):
             parts.append(VOCDetection(
                 self.year_dirs[year], self.train_split, self.class_names,
                 keep_difficult=True if validation else self.keep_difficult_in_train,
-                transform=(eval_transform(self.image_size, self.normalization) if validation else
-                           train_transform(self.image_size, self.augmentation, self.normalization)),
+                transform=(eval_pipeline(self.image_size, self.normalization) if validation else
+                           train_pipeline(self.image_size, self.augmentation, self.normalization)),
                 ids=ids))
         return parts
 

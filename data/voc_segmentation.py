@@ -22,7 +22,8 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem, mask_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
-from data.segmentation_transforms import IGNORE_INDEX, eval_transform, train_transform
+from data.segmentation_pipeline import SegmentationTrainPipeline
+from data.segmentation_transforms import IGNORE_INDEX, eval_transform
 from errors import ConfigError, DataError
 from data.registry import register_datamodule
 
@@ -111,7 +112,8 @@ def check_segmentation_sample(image_path: Path, mask_path: Path, leave_out: str,
 
 
 class VOCSegmentation(Dataset):
-    """``(image [3,H,W] float, mask [H,W] long)`` pairs of one split; 255 = ignore.
+    """``(image [3,H,W] uint8, mask [H,W] long)`` pairs of one split; 255 = ignore (images are
+    normalised on the device, ``data.device_transforms``).
 
     A file the split lists but that is missing raises ``DatasetNotFoundError`` here, unless
     ``require_files=False``: the datamodule then reports it with the other bad files found by
@@ -172,12 +174,17 @@ class VOCSegmentation(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image [H,W,3] uint8 and mask [H,W] uint8 as stored, checked for size and class ids."""
         image = read_rgb(self.image_paths[index])
-        mask = read_mask(self.mask_paths[index])
+        mask = self.load_mask(index)
         if image.shape[:2] != mask.shape:
             raise DataError(
                 f"image {self.image_paths[index]} is {image.shape[1]}x{image.shape[0]} but its mask "
                 f"{self.mask_paths[index]} is {mask.shape[1]}x{mask.shape[0]}"
             )
+        return image, mask
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """Mask [H,W] uint8 as stored, checked for class ids."""
+        mask = read_mask(self.mask_paths[index])
         labelled = mask[mask != self.ignore_index]
         if labelled.size and labelled.max() >= self.num_classes:
             bad = sorted(set(np.unique(labelled[labelled >= self.num_classes]).tolist()))
@@ -185,11 +192,15 @@ class VOCSegmentation(Dataset):
                 f"mask {self.mask_paths[index]} holds class ids {bad}, outside 0..{self.num_classes - 1} "
                 f"(and {self.ignore_index} = ignore); check num_classes/class_names for this dataset"
             )
-        return image, mask
+        return mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load(index)
-        out = self.transform(image=image, mask=mask)
+        if getattr(self.transform, "reads_images", False):
+            # data.segmentation_pipeline: it decides the decode size itself, so it gets the path.
+            out = self.transform(path=self.image_paths[index], mask=self.load_mask(index))
+        else:
+            image, mask = self.load(index)
+            out = self.transform(image=image, mask=mask)
         return out["image"], out["mask"].long()
 
 
@@ -276,7 +287,8 @@ class VOCSegmentationDataModule(L.LightningDataModule):
 
     def _new_dataset(self, stage: str) -> VOCSegmentation:
         if stage == "train":
-            split, transform = self.train_split, train_transform(self.crop_size, self.scale_range, self.ignore_index)
+            split, transform = self.train_split, SegmentationTrainPipeline(self.crop_size, self.scale_range,
+                                                                           self.ignore_index)
         elif stage in ("val", "test"):
             split = self.val_split if stage == "val" else self.test_split
             transform = eval_transform(self.val_size, self.ignore_index)

@@ -8,7 +8,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from data.device_transforms import Normalization, prepare_batch_images
 
 from cogsuite.checkpoint_keys import SUITE_KEY  # written by on_save_checkpoint
 from errors import ConfigError
@@ -132,11 +134,24 @@ class TaskBase(L.LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1}}
 
     channels_last: bool = False  # set by train.py/eval.py (on by default on CUDA)
+    # How uint8 batches are normalised on the device: the datamodule's ``input_normalization``
+    # (read in ``setup``), else ``default_normalization``.
+    input_normalization: Normalization | None = None
+    default_normalization: Normalization = Normalization.imagenet()
+
+    def prepare_images(self, images: Tensor, batch: Any) -> Tensor:
+        """uint8 images straight from the loader -> normalised float, on the device (tasks with
+        per-sample device augmentation override it)."""
+        return prepare_batch_images(images, self.input_normalization or self.default_normalization)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Batches are (images, targets...) tuples; NHWC images let cuDNN pick its fast kernels.
-        if self.channels_last and isinstance(batch, (tuple, list)) and torch.is_tensor(batch[0]):
-            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        # Batches are (images, targets...) tuples: loaders yield uint8 images (data.device_transforms);
+        # NHWC images let cuDNN pick its fast kernels.
+        if isinstance(batch, (tuple, list)) and torch.is_tensor(batch[0]):
+            images = self.prepare_images(batch[0], batch)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            batch = (images, *batch[1:])
         return batch
 
     def setup(self, stage: str) -> None:
@@ -146,6 +161,9 @@ class TaskBase(L.LightningModule):
         names = getattr(datamodule, "class_names", None)
         if names:
             self.class_names = list(names)
+        normalization = getattr(datamodule, "input_normalization", None)
+        if normalization is not None:
+            self.input_normalization = normalization
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         spec = backbone_spec(self.hparams["backbone"])

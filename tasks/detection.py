@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from data.device_transforms import Normalization, prepare_batch_images
 from errors import ConfigError
 from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE, SHRINKAGES
 from heads.ssd_lite import (
@@ -139,6 +140,20 @@ class DetectionTask(TaskBase):
         self._epoch_positives: Tensor | None = None
         self._epoch_batches = 0
         self.test_results: dict[str, Any] = {}
+
+    # The VOC datamodule's default; ``setup`` reads the datamodule's own.
+    default_normalization = Normalization.mb2_ssd_lite()
+
+    def prepare_images(self, images: Tensor, batch: Any) -> Tensor:
+        """uint8 -> float on the device; mb2-ssd-lite training targets carry their photometric
+        distortion (``data.detection_pipeline``), applied here before normalising."""
+        targets = batch[1] if len(batch) > 1 else None
+        if images.dtype != torch.uint8 or not targets or "photometric" not in targets[0]:
+            return super().prepare_images(images, batch)
+        return prepare_batch_images(images, self.input_normalization or self.default_normalization,
+                                    photometric=torch.stack([t["photometric"] for t in targets]),
+                                    image_rects=torch.stack([t["image_rect"] for t in targets]),
+                                    fill=torch.stack([t["fill"] for t in targets]))
 
     def forward(self, images: Tensor) -> SSDLiteOutput:
         features = self.backbone.forward_features(images, self.feature_taps)

@@ -8,6 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
+from data.device_transforms import Normalization, prepare_batch_images
 from hydra.utils import instantiate
 
 from data.cifar import CIFAR10DataModule, read_cifar10, stratified_indices
@@ -86,7 +88,7 @@ def test_splits_official_test_batch_and_stratified_seeded_validation(cifar_root)
 def test_batches_native_or_resized(cifar_root, image_size, augment):
     dm = datamodule(cifar_root, image_size=image_size, augment=augment)
     images, labels = next(iter(dm.train_dataloader()))
-    assert images.shape == (4, 3, image_size, image_size) and images.dtype == torch.float32
+    assert images.shape == (4, 3, image_size, image_size) and images.dtype == torch.uint8  # normalised on the device
     assert labels.dtype == torch.long
     val_images, _ = next(iter(dm.val_dataloader()))
     again, _ = next(iter(dm.val_dataloader()))
@@ -97,6 +99,7 @@ def test_native_eval_image_is_the_stored_image_normalised(cifar_root):
     dm = datamodule(cifar_root, image_size=32)
     dm.setup()
     image, _ = dm.test_dataset[0]
+    image = prepare_batch_images(image[None], Normalization.imagenet())[0]  # as the task does on the device
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     stored = torch.from_numpy(dm.test_dataset.images[0]).permute(2, 0, 1).float() / 255

@@ -24,6 +24,7 @@ from data.image_folder import (
 )
 from data.io import read_rgb
 from data.synthetic import write_image_folder
+from data.device_transforms import Normalization, prepare_batch_images
 from data.transforms import IMAGENET_MEAN, classification_eval_transform, classification_train_transform
 
 from tests.helpers import FIXTURES
@@ -212,14 +213,17 @@ def test_top_fraction_keeps_the_largest_classes_relabelled():
 # ---------------------------------------------------------------------------------------------
 # Transforms and the datamodule
 # ---------------------------------------------------------------------------------------------
-def test_transforms_give_normalized_tensors_of_the_requested_size():
+def test_transforms_give_uint8_tensors_normalized_on_the_device():
     mean_colour = np.array(IMAGENET_MEAN) * 255
     image = np.broadcast_to(mean_colour.round().astype(np.uint8), (50, 90, 3)).copy()
+    imagenet = Normalization.imagenet()
     for transform in (classification_train_transform(32), classification_eval_transform(32)):
         out = transform(image=image)["image"]
-        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
-        assert out.abs().max() < 0.02  # the ImageNet mean colour maps to ~0
+        assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+        normalized = prepare_batch_images(out[None], imagenet)[0]
+        assert normalized.dtype == torch.float32 and normalized.abs().max() < 0.02  # mean colour -> ~0
     white = classification_eval_transform(32)(image=np.full((40, 64, 3), 255, np.uint8))["image"]
+    white = prepare_batch_images(white[None], imagenet)[0]
     assert torch.allclose(white[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]), atol=1e-4)
     with pytest.raises(ValueError, match="image_size"):
         classification_eval_transform(0)
@@ -240,8 +244,9 @@ def test_datamodule_yields_normalized_batches_from_the_synthetic_folder(syntheti
     assert module.hparams.image_size == 32 and module.hparams.layout == "imagefolder"
     module.setup("fit")
     images, labels = next(iter(module.train_dataloader()))
-    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8  # normalised on the device
     assert labels.shape == (4,) and labels.dtype == torch.long
+    images = prepare_batch_images(images, Normalization.imagenet())
     assert images.min() < 0 < images.max() and images.abs().max() < 3  # normalized, not 0..255
     assert len(module.train_dataloader()) == 27 // 4  # drop_last avoids a 3-sample last batch
     val_labels = torch.cat([y for _, y in module.val_dataloader()])

@@ -132,9 +132,10 @@ def test_experiment_fast_dev_run(experiment, tmp_path, experiment_data_dir, clas
     assert any(k.startswith("test/") for k in metrics), metrics
 
 
-def test_table_rows_get_unique_run_folders_and_table_5_5_finds_the_newest_classifier(tmp_path):
+def test_table_rows_get_unique_run_folders_and_table_5_5_finds_the_newest_classifier(tmp_path, caplog):
     """A table row's runs share its folder but never a run folder; Table 5.5 starts from the
     newest finished Table 5.1 Caltech-256 run of its backbone, or says which run to train first."""
+    import json
     import os
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -163,11 +164,19 @@ def test_table_rows_get_unique_run_folders_and_table_5_5_finds_the_newest_classi
     folder.mkdir(parents=True)
     with pytest.raises(SuiteFileNotFoundError, match=r"no finished run under .*caltech256_cog_e2.*Table 5.1"):
         load_backbone_weights(create_backbone("cog_e2"), table5_5.backbone.pretrained)
-    for age, name in ((100, "2026-01-01_00-00-00_cog_e2_aaaaaaaa"), (0, "2026-02-01_00-00-00_cog_e2_bbbbbbbb")):
+    # Finished (metrics.json) 100 s ago and now; a diverged one and one still training are newer.
+    for age, name, summary in ((100, "2026-01-01_00-00-00_cog_e2_aaaaaaaa", {"diverged": False}),
+                               (10, "2026-02-01_00-00-00_cog_e2_bbbbbbbb", {"diverged": False}),
+                               (0, "2026-02-02_00-00-00_cog_e2_dddddddd", {"diverged": True}),
+                               (0, "2026-03-01_00-00-00_cog_e2_cccccccc", None)):
         ckpt = folder / name / "checkpoints" / "last.ckpt"
         ckpt.parent.mkdir(parents=True)
         ckpt.write_bytes(b"")
-        os.utime(ckpt, (ckpt.stat().st_mtime - age,) * 2)
+        if summary is not None:
+            (folder / name / "metrics.json").write_text(json.dumps(summary))
+            os.utime(folder / name / "metrics.json", (ckpt.stat().st_mtime - age,) * 2)
     newest = folder / "2026-02-01_00-00-00_cog_e2_bbbbbbbb"
-    assert checkpoint_in(folder) == newest / "checkpoints" / "last.ckpt"  # a folder of runs
+    with caplog.at_level("INFO", logger="backbones"):
+        assert checkpoint_in(folder) == newest / "checkpoints" / "last.ckpt"  # a folder of runs
+    assert f"loading the newest finished run {newest.name} (2 unfinished or diverged run(s) there skipped)" in caplog.text
     assert checkpoint_in(newest) == newest / "checkpoints" / "last.ckpt"  # a run folder

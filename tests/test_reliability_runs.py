@@ -159,7 +159,7 @@ def test_skip_mode_drops_nonfinite_steps_and_shows_nan(tmp_path, synthetic_dir, 
     from train import train
 
     metrics = train(compose_config("train", tiny(
-        synthetic_dir, "model.optimizer.lr=1e6", "on_nonfinite_loss=skip", "max_consecutive_skips=3",
+        synthetic_dir, "model.optimizer.lr=1e6", "on_nonfinite_loss=skip", "max_consecutive_skips=3", "max_loss_growth=null",
         "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "logger=csv"), tmp_path))
     assert metrics["diverged"] is True and math.isnan(metrics["train/loss"])
     printed = capsys.readouterr().out

@@ -68,10 +68,13 @@ def test_keras_channel_rounding_truncates_before_rounding():
 
 
 def test_keras_preprocessing_maps_pixels_to_minus_one_one():
-    from data.cifar_transforms import cifar_eval_transform
+    from data.cifar_transforms import cifar_eval_transform, cifar_normalization
+    from data.device_transforms import prepare_batch_images
 
     image = np.array([[[0, 255, 127]]], dtype=np.uint8).repeat(32, 0).repeat(32, 1)
     out = cifar_eval_transform(32, normalize="keras_tf")(image=image)["image"]
+    assert out.dtype == torch.uint8  # normalised on the device, by the task
+    out = prepare_batch_images(out[None], cifar_normalization("keras_tf"))[0]
     expected = torch.tensor([0, 255, 127], dtype=torch.float32) / 127.5 - 1
     assert torch.allclose(out[:, 0, 0], expected, atol=1e-6)
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.detection_transforms import SSDRandomCrop, ZoomOut, eval_transform, train_transform
+from data.detection_pipeline import eval_pipeline, train_pipeline
+from data.detection_transforms import SSDRandomCrop, ZoomOut, eval_transform
+from data.device_transforms import Normalization, prepare_batch_images
 from data.errors import DatasetNotFoundError
 from data.voc_detection import (
     VOC_CLASSES,
@@ -73,9 +75,14 @@ def test_difficult_objects_are_kept_with_their_flag_or_dropped(voc2007):
 
 
 def test_eval_item_resizes_boxes_to_the_network_input(voc2007):
-    dataset = VOCDetection(voc2007, "test", transform=eval_transform(300))
+    dataset = VOCDetection(voc2007, "test", transform=eval_pipeline(300))
     image, target = dataset[dataset.ids.index("000005")]
-    assert image.shape == (3, 300, 300) and image.dtype == torch.float32
+    assert image.shape == (3, 300, 300) and image.dtype == torch.uint8  # normalised on the device
+    # The same pixels as the step-by-step albumentations resize (cv2.resize, bilinear).
+    step_by_step = eval_transform(300)(image=dataset.load(dataset.ids.index("000005"))[0], bboxes=np.zeros((0, 4)),
+                                       labels=[], difficult=[])["image"]
+    image = prepare_batch_images(image[None], Normalization.mb2_ssd_lite())[0]
+    torch.testing.assert_close(image, step_by_step, atol=1e-6, rtol=0)
     sx, sy = 300 / 500, 300 / 375
     first = torch.tensor([262 * sx, 210 * sy, 324 * sx, 339 * sy])
     torch.testing.assert_close(target["boxes"][0], first)
@@ -83,7 +90,8 @@ def test_eval_item_resizes_boxes_to_the_network_input(voc2007):
     assert target["difficult"].tolist() == [False, False, True, False, True]
     # mb2-ssd-lite's (x - 127) / 128: within [-127/128, 1] for 8-bit pixels.
     assert -127 / 128 <= image.min() < 0 < image.max() <= 1
-    imagenet = VOCDetection(voc2007, "test", transform=eval_transform(300, "imagenet"))[0][0]
+    imagenet = VOCDetection(voc2007, "test", transform=eval_pipeline(300, "imagenet"))[0][0]
+    imagenet = prepare_batch_images(imagenet[None], Normalization.imagenet())
     assert imagenet.min() < -1.5 and imagenet.max() > 1.5
 
 
@@ -145,21 +153,20 @@ def _valid(boxes: np.ndarray, size: int, min_size: float = 1.0) -> bool:
 
 @pytest.mark.parametrize("augmentation", ["mb2_ssd_lite", "ssd_paper"])
 def test_train_augmentation_keeps_boxes_valid_on_fixture_images(voc2007, augmentation):
-    dataset = VOCDetection(voc2007, "trainval", keep_difficult=False)
-    samples = [dataset.load(i) for i in range(len(dataset))]
-    transform = train_transform(160, augmentation=augmentation)
-    transform.set_random_seed(0)
+    dataset = VOCDetection(voc2007, "trainval", keep_difficult=False,
+                           transform=train_pipeline(160, augmentation=augmentation))
+    dataset.transform.set_random_seed(0)
+    labels_of = [set(dataset.load(i)[2].tolist()) for i in range(len(dataset))]
     sizes = set()
     # mb2_ssd_lite keeps boxes of any size (the reference filters none); ssd_paper drops < 1 px.
     min_size = 1.0 if augmentation == "ssd_paper" else 1e-3
     for step in range(120):
-        image, boxes, labels, difficult = samples[step % len(samples)]
-        out = transform(image=image, bboxes=boxes, labels=labels, difficult=difficult)
-        assert out["image"].shape == (3, 160, 160)
-        assert _valid(out["bboxes"], 160, min_size)
-        assert len(out["labels"]) == len(out["bboxes"]) == len(out["difficult"])
-        assert set(np.asarray(out["labels"]).tolist()) <= set(labels.tolist())
-        sizes.add(len(out["bboxes"]))
+        image, target = dataset[step % len(dataset)]
+        assert image.shape == (3, 160, 160) and image.dtype == torch.uint8
+        assert _valid(target["boxes"].numpy(), 160, min_size)
+        assert len(target["labels"]) == len(target["boxes"]) == len(target["difficult"])
+        assert set(target["labels"].tolist()) <= labels_of[step % len(dataset)]
+        sizes.add(len(target["boxes"]))
     assert len(sizes) > 1  # crops do drop boxes sometimes (000004 has 7 cars)
 
 
@@ -213,13 +220,12 @@ def test_zoom_out_moves_boxes_with_the_content():
 
 
 def test_augmented_image_without_boxes_gives_an_empty_target(voc2007):
-    dataset = VOCDetection(voc2007, "trainval", transform=train_transform(96))
+    dataset = VOCDetection(voc2007, "trainval", transform=train_pipeline(96))
     dataset.transform.set_random_seed(0)
     # An annotation whose objects are all difficult (dropped) or whose boxes all vanish
     # must still produce well-formed empty tensors.
-    image = np.zeros((50, 50, 3), dtype=np.uint8)
-    out = dataset.transform(image=image, bboxes=np.zeros((0, 4)), labels=np.zeros(0, dtype=np.int64),
-                            difficult=np.zeros(0, dtype=bool))
+    out = dataset.transform(path=voc2007 / "JPEGImages" / f"{dataset.ids[0]}.jpg", bboxes=np.zeros((0, 4)),
+                            labels=np.zeros(0, dtype=np.int64), difficult=np.zeros(0, dtype=bool))
     assert out["image"].shape == (3, 96, 96) and len(out["bboxes"]) == 0
     _, target = collate_detection([dataset[0], dataset[1]])
     assert all(t["boxes"].ndim == 2 and t["boxes"].shape[1] == 4 for t in target)
@@ -231,7 +237,7 @@ def test_dataloader_workers_draw_different_augmentations(monkeypatch, voc2007):
 
     from data import loaders
 
-    dataset = VOCDetection(voc2007, "trainval", transform=train_transform(64))
+    dataset = VOCDetection(voc2007, "trainval", transform=train_pipeline(64))
     forked = copy.deepcopy(dataset)  # what a second worker process starts from
     images = []
     for worker_seed, copy_in_worker in ((1, dataset), (2, forked)):

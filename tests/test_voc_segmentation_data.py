@@ -66,7 +66,7 @@ def test_whole_image_sample_keeps_ids_and_size(voc_dir):
     image, mask = dataset[0]
     with Image.open(dataset.image_paths[0]) as jpeg:
         width, height = jpeg.size
-    assert image.shape == (3, height, width) and image.dtype == torch.float32
+    assert image.shape == (3, height, width) and image.dtype == torch.uint8  # normalised on the device
     assert mask.shape == (height, width) and mask.dtype == torch.long
     assert set(mask.unique().tolist()) == GENUINE_VALUES[VAL_IDS[0]]
 
