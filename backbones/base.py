@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from errors import ConfigError
 
-from .pointwise import PointwiseLayer, is_conv_weight_module
+from .pointwise import PointwiseLayer
+from .spatial import SpatialLayer, ZeroInitConv2d, is_kernel_module
 
 OUTPUT_STRIDES = (32, 16, 8)
 ROLES = ("last", "body", "stride16", "stride16_expansion")
@@ -198,12 +199,25 @@ class Backbone(nn.Module):
             if impl == "auto" or impl in layer.impls:
                 layer.set_impl(impl)
 
+    # ------------------------------------------------------------------ spatial layers
+    def spatial_layers(self) -> Iterator[SpatialLayer]:
+        return (m for m in self.modules() if isinstance(m, SpatialLayer))
+
+    def set_spatial_impl(self, impl: str) -> None:
+        """Switches every spatial layer that has implementations (deformable convs) to ``impl``."""
+        for layer in self.spatial_layers():
+            if impl == "auto" or impl in layer.impls:
+                layer.set_impl(impl)
+
     # ------------------------------------------------------------------ init
     def init_weights(self) -> None:
-        """torchvision's MobileNet scheme: conv kernels (pointwise ops too) kaiming-normal
-        fan_out, zero biases; norms one/zero; linear layers normal(0, 0.01)."""
+        """torchvision's MobileNet scheme: conv kernels (pointwise ops and deformable convs too)
+        kaiming-normal fan_out, zero biases; norms one/zero; linear layers normal(0, 0.01);
+        deformable convs' offset predictors zero (Dai et al. 2017)."""
         for m in self.modules():
-            if is_conv_weight_module(m):
+            if isinstance(m, ZeroInitConv2d):
+                m.reset_parameters()
+            elif is_kernel_module(m):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)

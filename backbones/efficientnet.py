@@ -19,7 +19,9 @@ stage1(1), stage2(3), stage3(5), stage4(8), stage5(11, 112 ch, role "stride16"),
 first C5 block), stage6(15), stage7(16, 320 ch, role "body"), top_conv(17, 1280 ch).
 
 Pointwise conv roles for ``pointwise_at``: "expand", "project", "last" (the 320 -> 1280 conv);
-the squeeze-excitation convs take ``se_pointwise``. Their widths (block input / 4: 4 to 48
+the squeeze-excitation convs take ``se_pointwise``. Spatial conv role for ``spatial_at``:
+"depthwise" (the 3x3 / 5x5 conv of every block); ``spatial_positions`` are block indices in
+``features`` (1..16). Their widths (block input / 4: 4 to 48
 channels at width 1) suit few group layers, so they are configured apart.
 """
 from __future__ import annotations
@@ -39,9 +41,11 @@ from .options import batch_norm, check_width_mult
 from .pointwise import PointwisePlan, pointwise_spec
 from .pointwise.registry import PointwiseSpec
 from .registry import register_backbone
+from .spatial import SpatialPlan, SpatialSpec
 
 STEM_CHANNELS = 32
 POINTWISE_ROLES = ("expand", "project", "last")
+SPATIAL_ROLES = ("depthwise",)
 # EfficientNet-B0 (Tan & Le 2019, Table 1; torchvision's _efficientnet_conf("efficientnet_b0")):
 # (expand ratio, kernel, stride, output channels, repeats).
 STAGES: tuple[tuple[int, int, int, int, int], ...] = (
@@ -77,6 +81,8 @@ class EfficientNetBackbone(Backbone):
         pointwise / pointwise_at: the pointwise layer spec and the conv roles it replaces
             ("expand", "project", "last").
         se_pointwise: the pointwise layer of both squeeze-excitation convs.
+        spatial / spatial_at / spatial_positions: the spatial layer spec, the conv roles it
+            replaces ("depthwise") and at which blocks (indices in ``features``; None: all).
         width_mult: channel multiplier, rounded like torchvision (multiples of 8).
         output_stride: 32, 16 or 8; later stride-2 blocks become stride-1, dilated ones.
         activation: after the stem, expansion and depthwise norms and the SE reduce conv.
@@ -96,6 +102,9 @@ class EfficientNetBackbone(Backbone):
         pointwise: PointwiseSpec = "dense",
         pointwise_at: Iterable[str] = ("expand",),
         se_pointwise: PointwiseSpec = "dense",
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         width_mult: float = 1.0,
         output_stride: int = 32,
         activation: ActivationSpec = "silu",
@@ -120,6 +129,8 @@ class EfficientNetBackbone(Backbone):
         blocks = [(t, k, s if i == 0 else 1, channels(c))
                   for t, k, s, c, n in STAGES for i in range(n)]
         strides = plan_strides([2] + [s for _, _, s, _ in blocks] + [1], output_stride)
+        spatial_plan = SpatialPlan.create(spatial, spatial_at, SPATIAL_ROLES, spatial_positions,
+                                          valid_positions=range(1, len(blocks) + 1))
 
         in_ch = channels(STEM_CHANNELS)
         layers: list[nn.Module] = [
@@ -133,6 +144,8 @@ class EfficientNetBackbone(Backbone):
                 stochastic_depth_prob=stochastic_depth_prob * (index - 1) / len(blocks),
                 pointwise=plan,
                 se_pointwise=se_spec,
+                spatial=spatial_plan,
+                position=index,
                 activation_layer=act,
                 norm_layer=norm_layer,
                 where=f"features.{index}",
@@ -166,6 +179,9 @@ def _family(name: str, defaults: dict[str, Any], doc: str):
         pointwise: PointwiseSpec = defaults["pointwise"],
         pointwise_at: Iterable[str] = defaults["pointwise_at"],
         se_pointwise: PointwiseSpec = defaults["pointwise"],
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         activation: ActivationSpec = "silu",
         last_activation: Optional[ActivationSpec] = defaults["last_activation"],
         stochastic_depth_prob: float = 0.2,
@@ -174,6 +190,7 @@ def _family(name: str, defaults: dict[str, Any], doc: str):
     ) -> EfficientNetBackbone:
         return EfficientNetBackbone(
             name, pointwise=pointwise, pointwise_at=pointwise_at, se_pointwise=se_pointwise,
+            spatial=spatial, spatial_at=spatial_at, spatial_positions=spatial_positions,
             width_mult=width_mult, output_stride=output_stride, activation=activation,
             last_activation=last_activation, stochastic_depth_prob=stochastic_depth_prob,
             norm_eps=norm_eps, norm_momentum=norm_momentum,

@@ -1,4 +1,5 @@
-"""Inference fusion: every pointwise layer becomes its own fused form, remaining BNs are folded."""
+"""Inference fusion: every pointwise and spatial layer becomes its own fused form, remaining BNs
+are folded."""
 from __future__ import annotations
 
 import copy
@@ -7,6 +8,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .pointwise import PointwiseConvOp, PointwiseLayer, to_dense_conv
+from .spatial import SpatialLayer
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:
@@ -14,6 +16,8 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
 
     - every ``PointwiseLayer`` is replaced by its ``fuse()`` (BatchNorm folded; a COG conv becomes
       one dense 1x1 conv, so a deployed COG network has exactly MobileNetV2's layers);
+    - every ``SpatialLayer`` is replaced by its ``fuse()`` (BatchNorm folded into its kxk conv,
+      deformable convs included);
     - a bare ``PointwiseConvOp`` becomes its dense conv;
     - every other BatchNorm2d that directly follows a conv inside an ``nn.Sequential`` (stems,
       depthwise convs, heads) is folded into it and replaced by nn.Identity. Only Sequential
@@ -28,7 +32,7 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
 
 
 def _fused_form(module: nn.Module) -> nn.Module | None:
-    if isinstance(module, PointwiseLayer):
+    if isinstance(module, (PointwiseLayer, SpatialLayer)):
         return module.fuse()
     if isinstance(module, PointwiseConvOp):
         return to_dense_conv(module)
@@ -58,5 +62,5 @@ def _fuse_children(module: nn.Module) -> None:
                 module._modules[first] = fuse_conv_bn_eval(conv, norm)
                 module._modules[second] = nn.Identity()
     for name, child in module.named_children():
-        if not isinstance(child, PointwiseLayer):  # already fused above
+        if not isinstance(child, (PointwiseLayer, SpatialLayer)):  # already fused above
             _fuse_children(child)

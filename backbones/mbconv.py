@@ -12,11 +12,11 @@ from typing import Callable, Optional
 from torch import Tensor, nn
 from torchvision.models._utils import _make_divisible
 from torchvision.ops import StochasticDepth
-from torchvision.ops.misc import Conv2dNormActivation
 
 from .expansion_block import ExpansionBlock
 from .pointwise import PointwisePlan
 from .pointwise.registry import PointwiseSpec
+from .spatial import SpatialPlan
 from .squeeze_excitation import SqueezeExcitation
 
 SE_DIVISOR = 4  # squeeze width = block input channels // 4 (EfficientNet; torchvision and Keras)
@@ -34,6 +34,8 @@ class MBConv(ExpansionBlock):
             block turned into a dilated stride-1 one keeps its structure (no residual).
         stochastic_depth_prob: per-sample drop probability of the residual branch ("row" mode).
         pointwise: builds "expand" and "project"; ``se_pointwise``: the squeeze-excitation convs.
+        spatial: builds the "depthwise" kxk conv (``SpatialPlan``; None: a depthwise conv).
+        position: the block's index in its backbone's ``features`` (``spatial_positions``).
         activation_layer: after the expansion and depthwise norms and the SE reduce conv.
         where: the block's name in error messages.
     """
@@ -51,6 +53,8 @@ class MBConv(ExpansionBlock):
         stochastic_depth_prob: float = 0.0,
         pointwise: PointwisePlan,
         se_pointwise: PointwiseSpec = "dense",
+        spatial: Optional[SpatialPlan] = None,
+        position: Optional[int] = None,
         activation_layer: Optional[Callable[..., nn.Module]] = nn.SiLU,
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
         where: str = "block",
@@ -60,10 +64,11 @@ class MBConv(ExpansionBlock):
         if hidden != in_channels:
             self.expand = pointwise.build("expand", in_channels, hidden, norm_layer=norm_layer,
                                           activation_layer=activation_layer, where=f"{where} expand")
-        self.depthwise = Conv2dNormActivation(
-            hidden, hidden, kernel_size=kernel_size, stride=stride, dilation=dilation, groups=hidden,
-            norm_layer=norm_layer, activation_layer=activation_layer,
-        )
+        spatial = spatial or SpatialPlan.create("depthwise", (), ("depthwise",))
+        self.depthwise = spatial.build("depthwise", hidden, hidden, position=position,
+                                       default="depthwise", kernel_size=kernel_size, stride=stride,
+                                       dilation=dilation, norm_layer=norm_layer,
+                                       activation_layer=activation_layer, where=f"{where} depthwise")
         self.se = SqueezeExcitation(hidden, max(1, in_channels // SE_DIVISOR), se_pointwise,
                                     activation_layer=activation_layer, where=f"{where} se")
         self.project = pointwise.build("project", hidden, out_channels, norm_layer=norm_layer,

@@ -16,7 +16,9 @@ block5(5, 8), block11(11, 16; roles "stride16" and "stride16_expansion"), block1
 stride-16 block output (512 channels), the map qfgaohao's ``mb1-ssd-lite`` predicts from
 (``source_layer_indexes = [12, 14]``: the output of the 11th block and of the last).
 
-Pointwise conv role for ``pointwise_at``: "pointwise" (the 1x1 conv of every block).
+Pointwise conv role for ``pointwise_at``: "pointwise" (the 1x1 conv of every block). Spatial conv
+role for ``spatial_at``: "depthwise" (the 3x3 conv of every block); ``spatial_positions`` are block
+indices in ``features`` (1..13).
 
 Departures from the Keras original, none of which changes a parameter count: convs are initialised
 like torchvision's MobileNets (kaiming-normal fan-out; Keras: Glorot-uniform), stride-2 convs pad
@@ -27,7 +29,7 @@ at Keras' alphas 0.25, 0.5, 0.75, 1).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from torch import Tensor, nn
 from torchvision.models._utils import _make_divisible
@@ -39,6 +41,7 @@ from .options import batch_norm, check_width_mult
 from .pointwise import PointwisePlan
 from .pointwise.registry import PointwiseSpec
 from .registry import register_backbone
+from .spatial import SpatialPlan, SpatialSpec
 
 STEM_CHANNELS = 32
 # (output channels, stride) of the 13 depthwise-separable blocks (MobileNet paper, Table 1).
@@ -48,6 +51,7 @@ BLOCKS: tuple[tuple[int, int], ...] = (
     (1024, 2), (1024, 1),
 )
 POINTWISE_ROLES = ("pointwise",)
+SPATIAL_ROLES = ("depthwise",)
 # Tap name -> (index in ``features``, roles).
 TAPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "stem": (0, ()),
@@ -60,8 +64,8 @@ TAPS: dict[str, tuple[int, tuple[str, ...]]] = {
 
 
 class DepthwiseSeparable(nn.Module):
-    """depthwise 3x3 conv -> norm -> activation, then the pointwise layer (with its own norm and
-    activation) from the plan's "pointwise" role."""
+    """depthwise 3x3 conv -> norm -> activation (the spatial plan's "depthwise" role), then the
+    pointwise layer (with its own norm and activation) from the plan's "pointwise" role."""
 
     def __init__(
         self,
@@ -71,6 +75,8 @@ class DepthwiseSeparable(nn.Module):
         *,
         dilation: int = 1,
         pointwise: PointwisePlan,
+        spatial: SpatialPlan,
+        position: Optional[int] = None,
         depthwise_activation: Callable[..., nn.Module] | None,
         pointwise_activation: Callable[..., nn.Module] | None,
         norm_layer: Callable[..., nn.Module],
@@ -81,10 +87,11 @@ class DepthwiseSeparable(nn.Module):
         self.out_channels = out_channels
         self.stride = stride
         self.dilation = dilation
-        self.depthwise = Conv2dNormActivation(
-            in_channels, in_channels, kernel_size=3, stride=stride, dilation=dilation,
-            groups=in_channels, norm_layer=norm_layer, activation_layer=depthwise_activation,
-        )
+        self.depthwise = spatial.build("depthwise", in_channels, in_channels, position=position,
+                                       default="depthwise", kernel_size=3, stride=stride,
+                                       dilation=dilation, norm_layer=norm_layer,
+                                       activation_layer=depthwise_activation,
+                                       where=f"{where} depthwise")
         self.pointwise = pointwise.build("pointwise", in_channels, out_channels, norm_layer=norm_layer,
                                          activation_layer=pointwise_activation, where=f"{where} pointwise")
 
@@ -103,6 +110,8 @@ class MobileNetV1Backbone(Backbone):
         name: registry name, reported by ``.name`` and stored in checkpoints.
         pointwise / pointwise_at: the pointwise layer spec and the conv roles it replaces
             ("pointwise").
+        spatial / spatial_at / spatial_positions: the spatial layer spec, the conv roles it
+            replaces ("depthwise") and at which blocks (indices in ``features``; None: all).
         width_mult: channel multiplier (Keras' alpha), rounded to multiples of 8.
         output_stride: 32, 16 or 8; later stride-2 depthwise convs become dilated stride-1 ones.
         activation: after the stem's norm.
@@ -119,6 +128,9 @@ class MobileNetV1Backbone(Backbone):
         *,
         pointwise: PointwiseSpec = "dense",
         pointwise_at: Iterable[str] = POINTWISE_ROLES,
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         width_mult: float = 1.0,
         output_stride: int = 32,
         activation: ActivationSpec = "relu6",
@@ -136,6 +148,8 @@ class MobileNetV1Backbone(Backbone):
         pointwise_act = resolve_activation(pointwise_activation, "pointwise_activation")
 
         strides = plan_strides([2] + [s for _, s in BLOCKS], output_stride)
+        spatial_plan = SpatialPlan.create(spatial, spatial_at, SPATIAL_ROLES, spatial_positions,
+                                          valid_positions=range(1, len(BLOCKS) + 1))
         in_ch = _make_divisible(STEM_CHANNELS * width_mult, 8)
         layers: list[nn.Module] = [
             Conv2dNormActivation(3, in_ch, stride=2, norm_layer=norm_layer, activation_layer=stem_act)
@@ -144,6 +158,7 @@ class MobileNetV1Backbone(Backbone):
             out_ch = _make_divisible(channels * width_mult, 8)
             layers.append(DepthwiseSeparable(
                 in_ch, out_ch, where.stride, dilation=where.dilation, pointwise=plan,
+                spatial=spatial_plan, position=index,
                 depthwise_activation=depthwise_act, pointwise_activation=pointwise_act,
                 norm_layer=norm_layer, where=f"features.{index}",
             ))
@@ -166,6 +181,9 @@ def _family(name: str, defaults: dict[str, Any], doc: str):
         output_stride: int = 32,
         pointwise: PointwiseSpec = defaults["pointwise"],
         pointwise_at: Iterable[str] = POINTWISE_ROLES,
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         activation: ActivationSpec = "relu6",
         depthwise_activation: ActivationSpec = "relu6",
         pointwise_activation: ActivationSpec = defaults["pointwise_activation"],
@@ -173,7 +191,8 @@ def _family(name: str, defaults: dict[str, Any], doc: str):
         norm_momentum: float = 0.1,
     ) -> MobileNetV1Backbone:
         return MobileNetV1Backbone(
-            name, pointwise=pointwise, pointwise_at=pointwise_at, width_mult=width_mult,
+            name, pointwise=pointwise, pointwise_at=pointwise_at, spatial=spatial,
+            spatial_at=spatial_at, spatial_positions=spatial_positions, width_mult=width_mult,
             output_stride=output_stride, activation=activation,
             depthwise_activation=depthwise_activation, pointwise_activation=pointwise_activation,
             norm_eps=norm_eps, norm_momentum=norm_momentum,

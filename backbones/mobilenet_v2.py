@@ -7,7 +7,8 @@ stage5_expand (the expansion output inside block 14, role "stride16_expansion"),
 stage6(17, role "body"), last_conv(18).
 
 Pointwise conv roles for ``pointwise_at``: "expand" and "project" (every block), "last" (the
-320 -> 1280 conv).
+320 -> 1280 conv). Spatial conv role for ``spatial_at``: "depthwise" (the 3x3 conv of every
+block); ``spatial_positions`` are block indices in ``features`` (1..17).
 
 Seed 003's reductions for 32 px CIFAR-10 are options, not other classes: ``cut_after_block``
 keeps Keras' blocks ``block_0 .. block_N`` (12: ``block_12_add``, 2x2x96 at 32 px) and puts the
@@ -19,7 +20,7 @@ block plays "body", and a head asking for a dropped role gets an error naming th
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from torch import nn
 from torchvision.models._utils import _make_divisible
@@ -35,10 +36,12 @@ from .pointwise import PointwisePlan
 from .pointwise.dense import DensePointwise
 from .pointwise.registry import PointwiseSpec, pointwise_spec
 from .registry import register_backbone
+from .spatial import SpatialPlan, SpatialSpec
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
 POINTWISE_ROLES = ("expand", "project", "last")
+SPATIAL_ROLES = ("depthwise",)
 
 # torchvision's mobilenet_v2 inverted_residual_setting without t: (channels c, repeats n, stride s).
 # The first stage always has t=1; every later block uses the backbone's expand_ratio.
@@ -91,6 +94,8 @@ class MobileNetV2Backbone(Backbone):
         name: registry name, reported by ``.name`` and stored in checkpoints.
         expand_ratio: t of every block after the first (the first block has t=1).
         pointwise / pointwise_at: the pointwise layer spec and the conv roles it replaces.
+        spatial / spatial_at / spatial_positions: the spatial layer spec, the conv roles it
+            replaces ("depthwise") and at which blocks (indices in ``features``; None: all).
         expand_first_block: give the t=1 first block an expansion conv too (COG-MobileNet
             does; thesis section 4.3, Table 4.2).
         width_mult: channel multiplier, rounded like torchvision (multiples of 8).
@@ -111,6 +116,9 @@ class MobileNetV2Backbone(Backbone):
         expand_ratio: float = 6,
         pointwise: PointwiseSpec = "dense",
         pointwise_at: Iterable[str] = ("expand",),
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         expand_first_block: bool = False,
         width_mult: float = 1.0,
         output_stride: int = 32,
@@ -145,6 +153,8 @@ class MobileNetV2Backbone(Backbone):
                                           or not isinstance(last_channels, int) or last_channels < 1):
             raise ConfigError(f"last_channels must be a positive integer or null, got {last_channels!r}.")
         strides = plan_strides([2] + [s for _, _, s in blocks] + [1], output_stride)
+        spatial_plan = SpatialPlan.create(spatial, spatial_at, SPATIAL_ROLES, spatial_positions,
+                                          valid_positions=range(1, len(blocks) + 1))
 
         in_ch = _make_divisible(STEM_CHANNELS * width_mult, 8)
         layers: list[nn.Module] = [
@@ -157,6 +167,8 @@ class MobileNetV2Backbone(Backbone):
                 dilation=where.dilation,
                 stage_start=where.nominal > 1,
                 pointwise=plan,
+                spatial=spatial_plan,
+                position=index,
                 force_expand=expand_first_block,
                 expand_activation=expand_activation,
                 depthwise_activation=depthwise_activation,
@@ -204,6 +216,9 @@ def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
         output_stride: int = 32,
         pointwise: PointwiseSpec = defaults["pointwise"],
         pointwise_at: Iterable[str] = ("expand",),
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Iterable[str] = SPATIAL_ROLES,
+        spatial_positions: Optional[Iterable[int]] = None,
         expand_first_block: bool = defaults["expand_first_block"],
         activation: ActivationSpec = "relu6",
         expand_activation: ActivationSpec = defaults["block_activation"],
@@ -216,6 +231,7 @@ def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
     ) -> MobileNetV2Backbone:
         return MobileNetV2Backbone(
             name, expand_ratio=expand_ratio, pointwise=pointwise, pointwise_at=pointwise_at,
+            spatial=spatial, spatial_at=spatial_at, spatial_positions=spatial_positions,
             expand_first_block=expand_first_block, width_mult=width_mult,
             output_stride=output_stride, activation=activation,
             expand_activation=expand_activation, depthwise_activation=depthwise_activation,

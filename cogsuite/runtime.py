@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cogsuite.instantiate import instantiate_node
 from errors import exit_on_user_error, user_error
 from cogsuite.checkpoint_io import AtomicCheckpointIO
+from cogsuite.quiet import quiet_third_party_noise
 from cogsuite.checkpoint_keys import CONFIG_KEY
 
 __all__ = ["CONFIG_KEY", "StoreConfigInCheckpoint", "apply_channels_last", "build_trainer",
@@ -68,6 +69,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
         overrides.setdefault("plugins", [AtomicCheckpointIO()])
     if cluster_environment is not None:
         overrides["plugins"] = [*(overrides.get("plugins") or []), cluster_environment]
+    quiet_third_party_noise()
     return instantiate_node(cfg.trainer, "trainer", callbacks=callbacks,
                             logger=loggers or False, **overrides)
 

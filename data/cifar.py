@@ -185,6 +185,13 @@ class CIFAR10DataModule(SplitDataModule):
         return list(self._train.class_names)
 
     @property
+    def train_class_counts(self) -> list[int]:
+        """Training samples per class (label order), for the per-class (long-tail) analysis."""
+        self._load()
+        counts = np.bincount(self._train.labels[self._split[0]], minlength=self.num_classes)
+        return [int(c) for c in counts]
+
+    @property
     def split_sizes(self) -> dict[str, int]:
         self._load()
         return {"train": len(self._split[0]), "val": len(self._split[1]), "test": len(self._test.labels)}

@@ -30,7 +30,11 @@ import colorsys
 import json
 import os
 import pickle
+import re
+import secrets
 import shutil
+import socket
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -357,15 +361,36 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+_STALE_FOREIGN_TEMPORARY_S = 24 * 3600
+
+
+def _temporary_name(final_dir: Path) -> str:
+    """``.<name>.tmp-<host>-<pid>-<random>``: unique beyond the PID, since processes in separate
+    PID namespaces (containers sharing a volume) can have the same PID."""
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+    return f".{final_dir.name}.tmp-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def _remove_stale_temporaries(final_dir: Path) -> None:
-    """Delete temp folders left by interrupted runs whose process is gone."""
+    """Delete temp folders left by interrupted writers: on this host, those whose process is
+    gone; any other (another host, or a PID we cannot tell apart from ours: containers sharing
+    a volume may all be PID 1) only when untouched for a day."""
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
     for stale in final_dir.parent.glob(f".{final_dir.name}.tmp-*"):
+        parts = stale.name.rsplit("-", 3)
         try:
-            pid = int(stale.name.rsplit("-", 1)[1])
+            pid = int(parts[2]) if len(parts) == 4 and parts[1] == host else None
         except ValueError:
             pid = None
-        if pid is not None and pid != os.getpid() and _process_alive(pid):
-            continue
+        if pid is not None and pid != os.getpid():
+            if _process_alive(pid):
+                continue
+        else:
+            try:
+                if time.time() - stale.stat().st_mtime < _STALE_FOREIGN_TEMPORARY_S:
+                    continue
+            except OSError:
+                continue
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -383,7 +408,7 @@ def _write_once(final_dir: Path, params: dict, write: Callable[[Path], None]) ->
             f"{MARKER_NAME}); refusing to overwrite it. Choose another data.root for the "
             "synthetic data or remove that folder."
         )
-    temporary = final_dir.parent / f".{final_dir.name}.tmp-{os.getpid()}"
+    temporary = final_dir.parent / _temporary_name(final_dir)
     try:
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(final_dir)
@@ -718,31 +743,14 @@ def write_voc_detection(
 
 
 def boundary_band(instance_map: np.ndarray, width: int) -> np.ndarray:
-    """Pixels whose ``width x width`` neighbourhood (odd width) holds more than one instance id."""
-    radius = max(width // 2, 1)
-    highest = _window_extreme(instance_map, radius, np.maximum)
-    lowest = _window_extreme(instance_map, radius, np.minimum)
+    """Pixels whose ``width x width`` neighbourhood (odd width) holds more than one instance id
+    (at the edges the window is cut: "nearest" padding repeats values already in it)."""
+    from scipy import ndimage
+
+    size = 2 * max(width // 2, 1) + 1
+    highest = ndimage.maximum_filter(instance_map, size=size, mode="nearest")
+    lowest = ndimage.minimum_filter(instance_map, size=size, mode="nearest")
     return highest != lowest
-
-
-def _window_extreme(values: np.ndarray, radius: int, op: np.ufunc) -> np.ndarray:
-    """Max/min over a (2r+1)^2 window, separably with shifted copies (edges: the window is cut).
-
-    Written out because PIL's rank filter sorts every window (several times slower) and scipy
-    is not a dependency of the project.
-    """
-    out = values
-    for axis in (0, 1):
-        result = out.copy()
-        length = out.shape[axis]
-        for shift in range(1, min(radius, length - 1) + 1):
-            ahead = [slice(None)] * 2
-            behind = [slice(None)] * 2
-            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
-            op(result[tuple(ahead)], out[tuple(behind)], out=result[tuple(ahead)])
-            op(result[tuple(behind)], out[tuple(ahead)], out=result[tuple(behind)])
-        out = result
-    return out
 
 
 def segmentation_mask(scene: RenderedScene) -> np.ndarray:

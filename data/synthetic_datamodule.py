@@ -2,11 +2,14 @@
 with the same datamodule that reads the real dataset. The real loading code is what runs."""
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from omegaconf import OmegaConf
 
 from errors import ConfigError
 
@@ -57,6 +60,15 @@ def synthetic_datamodule(
     return build(Path(root), dict(generator or {}), seed, num_classes, image_size, common)
 
 
+def set_folder(root: Path, name: str, generator: Mapping[str, Any], seed: int) -> Path:
+    """``<root>/<name>-<key>``: the folder of one synthetic set, keyed by its generator settings
+    and seed (8 hex digits of their hash). Runs with other settings never share, delete or rewrite
+    a set another run is reading (they once did, and a run tested on another run's images)."""
+    plain = OmegaConf.to_container(generator, resolve=True) if OmegaConf.is_config(generator) else dict(generator)
+    settings = json.dumps({"generator": plain, "seed": int(seed)}, sort_keys=True, default=str)
+    return Path(root) / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+
+
 # One builder per on-disk format: write the set once under ``root``, then read it with the
 # datamodule of the real dataset in that format. Named by TaskSpec.synthetic.
 def synthetic_image_folder(root: Path, generator: dict[str, Any], seed: int, num_classes: int,
@@ -64,9 +76,9 @@ def synthetic_image_folder(root: Path, generator: dict[str, Any], seed: int, num
     from data import synthetic
     from data.classification import ImageFolderDataModule
 
-    folder = root / "classification"
     # The generator may write more classes than the model sees (top_fraction keeps a subset).
     generator.setdefault("num_classes", num_classes)
+    folder = set_folder(root, "classification", generator, seed)
     synthetic.write_image_folder(folder, seed=seed, **generator)
     _report_missing_images(folder, common["skip_bad_files"])
     return ImageFolderDataModule(root=str(folder), layout="imagefolder", image_size=image_size,
@@ -80,8 +92,8 @@ def synthetic_image_folder_splits(root: Path, generator: dict[str, Any], seed: i
     from data import synthetic
     from data.image_folder_splits import ImageFolderSplitsDataModule
 
-    folder = root / "classification"
     generator.setdefault("num_classes", num_classes)
+    folder = set_folder(root, "classification", generator, seed)
     synthetic.write_image_folder(folder, seed=seed, **generator)
     _report_missing_images(folder, common["skip_bad_files"])
     return ImageFolderSplitsDataModule(root=str(folder), image_size=image_size,
@@ -93,8 +105,8 @@ def synthetic_cifar10(root: Path, generator: dict[str, Any], seed: int, num_clas
     from data import synthetic
     from data.cifar import CIFAR10DataModule
 
-    folder = root / "cifar10"
     generator.setdefault("num_classes", num_classes)
+    folder = set_folder(root, "cifar10", generator, seed)
     synthetic.write_cifar10(folder, seed=seed, **generator)
     # Not the official files: their MD5 sums cannot match. The pickle batches are checked as a
     # whole (they load or not): no per-file skipping.
@@ -108,7 +120,7 @@ def synthetic_voc_detection(root: Path, generator: dict[str, Any], seed: int, nu
     from data import synthetic
     from data.voc_detection import VOCDetectionDataModule
 
-    folder = root / "detection"
+    folder = set_folder(root, "detection", generator, seed)
     class_names = synthetic.write_voc_detection(folder, seed=seed, **generator)
     _check_classes("detection", num_classes, len(class_names), "object classes")
     return VOCDetectionDataModule(root=str(folder), years=("2007",), image_size=image_size,
@@ -120,7 +132,7 @@ def synthetic_voc_segmentation(root: Path, generator: dict[str, Any], seed: int,
     from data import synthetic
     from data.voc_segmentation import VOCSegmentationDataModule
 
-    folder = root / "segmentation"
+    folder = set_folder(root, "segmentation", generator, seed)
     class_names = list(synthetic.write_voc_segmentation(folder, seed=seed, **generator))
     if class_names[0] != "background":
         class_names = ["background", *class_names]

@@ -11,6 +11,11 @@ but the last are separable convs: depthwise 3x3 conv *with bias* + BN + ReLU6, t
 with bias (mb2-ssd-lite's ``SeperableConv2d``, ``onnx_compatible=False`` so ReLU6); the last map
 (1x1) gets a plain 1x1 conv. With the ``mv2_e6`` backbone and 20 classes that is 3,388,228
 parameters, as ``create_mobilenetv2_ssd_lite(21)``.
+
+The depthwise 3x3 convs come from the spatial-conv registry (``backbones.spatial``): by default
+the ``depthwise`` layer (the reference's layers, keys and initialisation), and ``spatial`` at the
+roles ``spatial_at`` names ("extras": the extra layers' depthwise convs, "predictors": the
+separable predictors') replaces them, e.g. with ``deform_depthwise``.
 """
 from __future__ import annotations
 
@@ -20,8 +25,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.ssd import SSDScoringHead
-from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.ops import Conv2dNormActivation, batched_nms, clip_boxes_to_image
+
+from backbones.spatial import SpatialPlan, SpatialSpec, is_kernel_module
 
 from errors import ConfigError
 from heads.priors import (
@@ -40,6 +46,8 @@ EXTRA_EXPAND_RATIOS = (0.2, 0.25, 0.5, 0.25)
 # "xavier": xavier-uniform conv weights (mb2-ssd-lite's init of a new head on a pretrained base).
 HEAD_INITS = ("pytorch", "normal", "xavier")
 HEAD_INIT_STD = 0.03
+SPATIAL_ROLES = ("extras", "predictors")  # where ``spatial_at`` may put the head's spatial layer
+DEPTHWISE = SpatialPlan.create("depthwise", (), SPATIAL_ROLES)
 
 
 class SSDLiteOutput(NamedTuple):
@@ -48,32 +56,63 @@ class SSDLiteOutput(NamedTuple):
     priors: Tensor  # [P, 4] xyxy in pixels of the input image
 
 
-def separable_predictor(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Depthwise 3x3 (with bias) + BN + ReLU6, then a 1x1 conv with bias (mb2-ssd-lite)."""
+class SSDLiteExtra(nn.Module):
+    """An extra layer: torchvision's / mb2-ssd-lite's stride-2 ``InvertedResidual`` (``conv``:
+    1x1 expansion + BN + ReLU6, depthwise 3x3 stride 2 + BN + ReLU6, linear 1x1 conv, BN; no
+    residual), its depthwise conv built by the spatial plan's "extras" role. Built in the same
+    order as torchvision's block, so the default draws the same initial weights."""
+
+    use_res_connect = False  # stride 2
+
+    def __init__(self, in_channels: int, out_channels: int, expand_ratio: float,
+                 spatial: SpatialPlan = DEPTHWISE, where: str = "extras") -> None:
+        super().__init__()
+        hidden = int(round(in_channels * expand_ratio))
+        self.stride = 2
+        self.out_channels = out_channels
+        self._is_cn = True
+        self.conv = nn.Sequential(
+            Conv2dNormActivation(in_channels, hidden, kernel_size=1, activation_layer=nn.ReLU6),
+            spatial.build("extras", hidden, hidden, stride=2, activation_layer=nn.ReLU6, where=where),
+            nn.Conv2d(hidden, out_channels, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+def separable_predictor(in_channels: int, out_channels: int, spatial: SpatialPlan = DEPTHWISE,
+                        where: str = "predictors") -> nn.Sequential:
+    """Depthwise 3x3 (with bias) + BN + ReLU6 (the spatial plan's "predictors" role), then a 1x1
+    conv with bias (mb2-ssd-lite)."""
     return nn.Sequential(
-        Conv2dNormActivation(in_channels, in_channels, kernel_size=3, groups=in_channels, bias=True,
-                             activation_layer=nn.ReLU6),
+        spatial.build("predictors", in_channels, in_channels, bias=True, activation_layer=nn.ReLU6,
+                      where=where),
         nn.Conv2d(in_channels, out_channels, kernel_size=1),
     )
 
 
-def _predictors(channels: Sequence[int], anchors: Sequence[int], columns: int) -> nn.ModuleList:
+def _predictors(channels: Sequence[int], anchors: Sequence[int], columns: int,
+                spatial: SpatialPlan, what: str) -> nn.ModuleList:
     last = len(channels) - 1
     return nn.ModuleList(
-        separable_predictor(c, a * columns) if k < last else nn.Conv2d(c, a * columns, kernel_size=1)
+        separable_predictor(c, a * columns, spatial, f"{what} predictor {k}") if k < last
+        else nn.Conv2d(c, a * columns, kernel_size=1)
         for k, (c, a) in enumerate(zip(channels, anchors))
     )
 
 
 def init_head(modules: Sequence[nn.Module], scheme: str) -> None:
-    """Re-initialise the conv weights of ``modules`` (BatchNorm keeps ones/zeros)."""
+    """Re-initialise the conv weights of ``modules`` (BatchNorm keeps ones/zeros; deformable
+    convs' zero-initialised offset predictors stay zero)."""
     if scheme not in HEAD_INITS:
         raise ConfigError(f"head_init must be one of {HEAD_INITS}, got {scheme!r}")
     if scheme == "pytorch":
         return
     for module in modules:
         for m in module.modules():
-            if isinstance(m, nn.Conv2d):
+            if is_kernel_module(m):
                 if scheme == "normal":
                     nn.init.normal_(m.weight, mean=0.0, std=HEAD_INIT_STD)
                     if m.bias is not None:
@@ -92,6 +131,8 @@ class SSDLiteHead(nn.Module):
         box_sizes / aspect_ratios / reference_size / prior_centers / shrinkages: prior settings
             (see ``heads.priors``).
         head_init: ``pytorch`` | ``normal`` | ``xavier`` (see ``HEAD_INITS``).
+        spatial / spatial_at: a spatial layer (``backbones.spatial``) and the roles whose
+            depthwise convs it replaces ("extras", "predictors"; default none).
     """
 
     def __init__(
@@ -106,6 +147,8 @@ class SSDLiteHead(nn.Module):
         prior_centers: str = "ssd_paper",
         shrinkages: Sequence[float] = SHRINKAGES,
         head_init: str = "pytorch",
+        spatial: SpatialSpec = "depthwise",
+        spatial_at: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -115,17 +158,19 @@ class SSDLiteHead(nn.Module):
             raise ConfigError(f"extra_expand_ratios needs one value per extra layer ({len(extra_channels)}), "
                               f"got {list(extra_expand_ratios)}")
         self.num_classes = num_classes
+        plan = SpatialPlan.create(spatial, spatial_at, SPATIAL_ROLES)
         self.extras = nn.ModuleList(
-            InvertedResidual(c_in, c_out, stride=2, expand_ratio=ratio)
-            for c_in, c_out, ratio in zip([in_channels[-1], *extra_channels[:-1]], extra_channels,
-                                          extra_expand_ratios)
+            SSDLiteExtra(c_in, c_out, ratio, plan, where=f"extras.{k}")
+            for k, (c_in, c_out, ratio) in enumerate(zip([in_channels[-1], *extra_channels[:-1]],
+                                                         extra_channels, extra_expand_ratios))
         )
         channels = in_channels + extra_channels
         self.priors = SSDPriors(len(channels), box_sizes, aspect_ratios, reference_size,
                                 centers=prior_centers, shrinkages=shrinkages)
         anchors = self.priors.num_anchors
-        self.classification = SSDScoringHead(_predictors(channels, anchors, num_classes), num_classes)
-        self.regression = SSDScoringHead(_predictors(channels, anchors, 4), 4)
+        self.classification = SSDScoringHead(
+            _predictors(channels, anchors, num_classes, plan, "classification"), num_classes)
+        self.regression = SSDScoringHead(_predictors(channels, anchors, 4, plan, "regression"), 4)
         init_head([self.extras, self.classification, self.regression], head_init)
 
     def forward(self, features: Sequence[Tensor], image_size: Sequence[int]) -> SSDLiteOutput:

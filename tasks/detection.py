@@ -71,6 +71,9 @@ class DetectionTask(TaskBase):
             ((i + 0.5) * shrinkage / 300, only for 300 px inputs).
         head_init: ``pytorch`` (layer defaults, as the reference from scratch), ``normal``
             (normal(0, 0.03), torchvision's ssdlite) or ``xavier``.
+        head_spatial / head_spatial_at: a spatial layer (``backbones.spatial``, e.g.
+            ``deform_depthwise``) and the head's depthwise convs it replaces ("extras",
+            "predictors"; default none: the reference's depthwise convs).
         iou_threshold / neg_pos_ratio: matching threshold and hard-negative ratio of the loss.
         score_thresh / nms_iou / candidates_per_class / max_detections / clip_boxes: inference
             post-processing (``heads.ssd_lite.postprocess_detections``).
@@ -103,6 +106,8 @@ class DetectionTask(TaskBase):
         shrinkages: Sequence[float] = SHRINKAGES,
         head_init: str = "pytorch",
         clip_boxes: bool = False,
+        head_spatial: str | Mapping[str, Any] = "depthwise",
+        head_spatial_at: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if optimizer is None:
@@ -126,7 +131,8 @@ class DetectionTask(TaskBase):
             tap_channels, num_classes + 1, extra_channels=extra_channels, box_sizes=box_sizes,
             aspect_ratios=aspect_ratios, reference_size=reference_size,
             extra_expand_ratios=extra_expand_ratios, prior_centers=prior_centers,
-            shrinkages=shrinkages, head_init=head_init)
+            shrinkages=shrinkages, head_init=head_init, spatial=head_spatial,
+            spatial_at=head_spatial_at)
         self.loss_fn = SSDLoss(iou_threshold, neg_pos_ratio)
         self.class_names = list(class_names) if class_names else [f"class{i}" for i in range(1, num_classes + 1)]
         self.val_map = VOCMeanAveragePrecision(num_classes=num_classes, use_07_metric=True)

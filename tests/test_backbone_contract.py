@@ -1,5 +1,6 @@
-"""One contract over every registered backbone and every registered pointwise layer (timm's
-``test_models`` pattern): a new family or layer passes it with no special case, or fails here."""
+"""One contract over every registered backbone and every registered pointwise and spatial layer
+(timm's ``test_models`` pattern): a new family or layer passes it with no special case, or fails
+here."""
 import pytest
 import torch
 from torch import nn
@@ -7,6 +8,7 @@ from torch import nn
 from backbones import ROLES, create_backbone, fuse_for_inference, list_backbones, list_pointwise
 from backbones.base import EXPANSION, Backbone
 from backbones.pointwise import PointwiseLayer
+from backbones.spatial import SpatialLayer, list_spatial
 from tests.helpers import randomize_batchnorm
 
 # Tasks are stepped without a Trainer here; their self.log calls only warn.
@@ -142,3 +144,45 @@ def test_expansion_taps_are_inside_their_layer():
             if info.kind == EXPANSION:
                 layer = backbone.features[info.index]
                 assert hasattr(layer, "forward_with_expansion"), (name, info)
+
+
+# ---------------------------------------------------------------- spatial layers
+def spatial_variants():
+    """One backbone per family (the families share their blocks' code) x every spatial layer; each
+    pair trains one task, chosen so that every family and every layer sees all three tasks."""
+    families: dict[type, str] = {}
+    for name in list_backbones():
+        families.setdefault(type(create_backbone(name, width_mult=0.25)), name)
+    return [(name, layer, TASKS[(i + j) % len(TASKS)])
+            for i, name in enumerate(families.values()) for j, layer in enumerate(list_spatial())]
+
+
+@pytest.mark.slow  # 15 training steps: ~10 CPU-s
+@pytest.mark.parametrize("name,layer,task", spatial_variants())
+def test_every_spatial_layer_in_every_family(name, layer, task):
+    """Taps at output stride 8 (the later strides become dilations), every parameter trained, fused
+    = unfused at every tap, and a training step of one task (at its default output stride)."""
+    torch.manual_seed(0)
+    spec = {"name": layer}
+    backbone = create_backbone(name, width_mult=0.25, spatial=spec, output_stride=8)
+    replaced = [m for m in backbone.spatial_layers() if getattr(m, "registry_name", None) == layer]
+    assert replaced, f"{name} used no {layer!r} layer"
+    x = torch.randn(2, 3, 32, 32)
+    taps = backbone.tap_names
+    torch.manual_seed(1)
+    feats = backbone.forward_features(x, taps)
+    for info in backbone.feature_info:
+        assert feats[info.name].shape[1:] == (info.channels, 32 // info.stride, 32 // info.stride), info
+    feats[taps[-1]].square().mean().backward()
+    missing = [n for n, p in backbone.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    randomize_batchnorm(backbone).eval()
+    with torch.no_grad():
+        expected = backbone.forward_features(x, taps)
+        fused = fuse_for_inference(backbone)
+        got = fused.forward_features(x, taps)
+    assert not any(isinstance(m, (nn.BatchNorm2d, PointwiseLayer, SpatialLayer)) for m in fused.modules())
+    for tap in taps:
+        torch.testing.assert_close(got[tap], expected[tap], atol=1e-4, rtol=1e-4)
+    loss = build_and_step(task, {"name": name, "width_mult": 0.25, "spatial": spec})
+    assert loss == loss and loss > 0

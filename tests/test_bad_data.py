@@ -311,6 +311,7 @@ class _RecordsSteps(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader`")
 def test_fit_with_two_workers_stops_before_the_first_step_with_the_file_named(det_root, tmp_path):
     truncate(det_file(det_root, "JPEGImages", "004101.jpg"))

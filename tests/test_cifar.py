@@ -4,6 +4,7 @@ splits (official test batch, seeded stratified validation), sizes, clear errors;
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +139,8 @@ def test_synthetic_datamodule_writes_and_reads_the_pickle_format(tmp_path):
                               num_classes=4, generator={"images_per_class": 10, "image_size": 40},
                               format="cifar10")
     assert isinstance(dm, CIFAR10DataModule) and dm.num_classes == 4
-    assert (tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch").is_file()
+    assert (Path(dm.hparams.root) / "cifar-10-batches-py" / "test_batch").is_file()
+    assert Path(dm.hparams.root).parent == tmp_path and Path(dm.hparams.root).name.startswith("cifar10-")
     with pytest.raises(ValueError, match="synthetic format 'cifar10' is not available for detection"):
         synthetic_datamodule("detection", tmp_path, 4, 0, 64, 2, format="cifar10")
 
@@ -189,6 +191,7 @@ def test_seed_experiment_configs(tmp_path, experiment, batch, lr, schedule, augm
     assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.defaults["alpha"] == 0.9
 
 
+@pytest.mark.slow
 def test_train_on_synthetic_cifar_through_the_real_reader(tmp_path, synthetic_dir):
     from train import train
 

@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,9 +95,10 @@ def test_crafted_batch_in_the_synthetic_set_never_runs(tmp_path):
                                    f"paths.synthetic_dir={tmp_path / 'synthetic'}",
                                    "synthetic.generator.images_per_class=3",
                                    "+synthetic.generator.test_images_per_class=1"], tmp_path)
-    instantiate(cfg.data).setup()  # writes the set once and reads it
+    written = instantiate(cfg.data)
+    written.setup()  # writes the set once and reads it
     marker = tmp_path / "payload_ran"
-    _plant(tmp_path / "synthetic" / "cifar10" / "cifar-10-batches-py" / "test_batch", marker, sneaky=True)
+    _plant(Path(written.hparams.root) / "cifar-10-batches-py" / "test_batch", marker, sneaky=True)
     with pytest.raises(UnsafeCIFARFileError, match="test_batch"):
         instantiate(cfg.data).setup()
     assert not marker.exists()

@@ -38,6 +38,7 @@ def tiny_overrides(synthetic_dir, *extra):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["mv2_e2", "cog_e2"])
 def test_fast_dev_run(tmp_path, synthetic_dir, backbone):
     from train import train
@@ -49,6 +50,7 @@ def test_fast_dev_run(tmp_path, synthetic_dir, backbone):
     assert (tmp_path / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_short_run_beats_chance_and_checkpoints_reproduce_the_metrics(tmp_path, synthetic_dir):
     """~500 steps on the synthetic set: accuracy well above chance (1/8; a run measured 0.52
     best, 0.48 at the end). The result is the final weights' test accuracy; the best checkpoint's
@@ -81,6 +83,7 @@ def test_short_run_beats_chance_and_checkpoints_reproduce_the_metrics(tmp_path, 
         assert Path(ckpt + ".eval.json").is_file()
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_checkpoint(tmp_path, synthetic_dir):
     from train import train
 
@@ -113,6 +116,7 @@ def _run(args, cwd, timeout=600):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_unknown_backbone_lists_valid_names(tmp_path):
     proc = _run(["train.py", "backbone.name=resnet50", "data=synthetic",
                  f"paths.synthetic_dir={tmp_path}"], tmp_path)
@@ -121,6 +125,7 @@ def test_unknown_backbone_lists_valid_names(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_unknown_option_or_key_names_valid_ones(tmp_path):
     proc = _run(["train.py", "backbone=resnet50"], tmp_path)
     assert proc.returncode != 0
@@ -129,6 +134,7 @@ def test_unknown_option_or_key_names_valid_ones(tmp_path):
     assert proc.returncode != 0 and "max_epoch" in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_real_dataset_is_explained(tmp_path):
     proc = _run(["train.py", "data=caltech101", f"paths.data_dir={tmp_path}"], tmp_path)
     assert proc.returncode == 2
@@ -150,6 +156,7 @@ def test_ddp_two_cpu_processes(tmp_path, synthetic_dir):
     assert "test/acc" in metrics
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 def test_gpu_defaults_bf16_and_channels_last(tmp_path, synthetic_dir):
     """On CUDA, precision=auto means bf16-mixed and the model runs channels_last."""

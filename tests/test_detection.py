@@ -388,6 +388,7 @@ def _fit_one_epoch(dataset, tmp_path):
     trainer.fit(task, train_dataloaders=loader)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning:lightning")
 def test_an_epoch_without_any_positive_box_warns_with_the_likely_cause(tmp_path, recwarn):
     _fit_one_epoch(_EmptyTargets(boxes=True), tmp_path)
@@ -398,6 +399,7 @@ def test_an_epoch_without_any_positive_box_warns_with_the_likely_cause(tmp_path,
     assert "training epoch 0" in message and "resize" in message and "difficult" in message
 
 
+@pytest.mark.slow
 def test_thesis_schedule_is_stepped_per_epoch_one_epoch_ahead():
     from types import SimpleNamespace
 
@@ -423,6 +425,7 @@ def test_thesis_schedule_is_stepped_per_epoch_one_epoch_ahead():
 # ---------------------------------------------------------------- Lightning on the VOC fixtures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["mv2_e2", "cog_e2"])
 def test_fast_dev_run_on_voc_fixture(backbone, tmp_path, fixtures_dir):
     from data.voc_detection import VOCDetectionDataModule
@@ -501,6 +504,7 @@ def _tiny_detection_run(tmp_path, synthetic_dir, *overrides):
     return metrics, json.loads((tmp_path / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_detection_reports_the_final_model_and_labels_test_selected_checkpoints(tmp_path, synthetic_dir):
     metrics, saved = _tiny_detection_run(tmp_path / "default", synthetic_dir)

@@ -35,6 +35,7 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def build(task: str, backbone=SMALL) -> nn.Module:
+    torch.manual_seed(0)  # the same weights whichever tests ran before (output-size checks below)
     if task == "classification":
         model = ClassificationTask(backbone=backbone, num_classes=7)
     elif task == "detection":
@@ -133,6 +134,7 @@ def test_command_line_errors(tmp_path, capsys):
     assert "ckpt_path=PATH" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_from_a_trained_checkpoint(tmp_path, capsys):
     """A 1-epoch classification run writes a checkpoint; the command line exports and checks it."""
     from data import synthetic

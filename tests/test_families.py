@@ -418,6 +418,7 @@ def run_overrides(task: str, synthetic_dir: str) -> list[str]:
             "batch_size=2", "+trainer.fast_dev_run=true", *sizes]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "detection", "segmentation"])
 @pytest.mark.parametrize("name", ["gpc_mobilenet_16", "keffnet_b0"])
 def test_fast_dev_run_of_each_task(tmp_path, synthetic_dir, task, name):

@@ -178,6 +178,7 @@ class _TinyTask(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+@pytest.mark.slow
 def test_real_lightning_checkpoint(tmp_path):
     torch.manual_seed(0)
     task = _TinyTask({"name": "cog_e2", "width_mult": 0.5})

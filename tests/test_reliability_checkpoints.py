@@ -103,6 +103,7 @@ ATTACKS = ["data_target", "nested_in_data", "elsewhere_in_config", "callback_sec
            "in_hyper_parameters", "class_path", "model_target"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_crafted_checkpoint_cannot_act_in_any_entry_point(attack, trained, victim, tmp_path):
     from analysis import per_class
@@ -136,6 +137,7 @@ def test_transfer_reads_only_tensors_from_a_crafted_checkpoint(trained, victim, 
     assert report.loaded > 100 and victim.read_text() == VICTIM_TEXT
 
 
+@pytest.mark.slow
 def test_cli_refuses_crafted_checkpoint_in_one_line(trained, victim, tmp_path):
     path = craft(trained, tmp_path / "crafted.ckpt", attacks(victim)["data_target"])
     proc = run_cli(["eval.py", f"ckpt_path={path}", "num_workers=0"], tmp_path)
@@ -185,6 +187,7 @@ def test_only_a_pickle_that_would_run_code_is_called_unsafe(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_resume_with_another_architecture_or_truncated_checkpoint(trained, tmp_path):
     from train import train
 
@@ -218,6 +221,7 @@ def test_resume_error_is_one_line_on_the_command_line(trained, tmp_path):
 
 
 # --------------------------------------------------------------------------- eval command line
+@pytest.mark.slow
 def test_eval_without_checkpoint_is_one_line(tmp_path):
     proc = run_cli(["eval.py"], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -258,6 +262,7 @@ def test_rebase_data_paths_moves_only_paths_under_the_old_roots():
 
 
 # --------------------------------------------------------------------------- user errors
+@pytest.mark.slow
 def test_data_num_classes_null_follows_the_dataset(tmp_path):
     """The error for a wrong data.num_classes advises data.num_classes=null; that must work."""
     from data import synthetic
@@ -295,6 +300,7 @@ def test_bad_input_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkeypat
         exit_on_user_error(train)(cfg)
 
 
+@pytest.mark.slow
 def test_user_error_exit_status_and_one_line_on_the_command_line(tmp_path):
     proc = run_cli(["train.py", *tiny(tmp_path / "data", "model.optimizer.name=adamx",
                                       "num_workers=0", "trainer.max_epochs=1")], tmp_path)
@@ -309,6 +315,7 @@ def test_hydra_config_errors_stay_short(tmp_path):
     assert "max_epoch" in proc.stderr and len(proc.stderr.strip().splitlines()) <= 8
 
 
+@pytest.mark.slow
 def test_unknown_config_key_for_a_component_lists_valid_keys(tmp_path):
     from train import train
 
@@ -318,6 +325,7 @@ def test_unknown_config_key_for_a_component_lists_valid_keys(tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_unwritable_log_folder_or_a_path_through_a_file(tmp_path, monkeypatch):
     from cogsuite.run_dirs import check_writable_folder
 

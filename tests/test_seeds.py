@@ -51,6 +51,7 @@ def _first_step(tmp_path, synthetic_dir, seed: int) -> dict:
     return RecordRunStart.records[-1]
 
 
+@pytest.mark.slow
 def test_seed_decides_initial_weights_data_order_and_augmentation(tmp_path, synthetic_dir):
     """Through train.py's own code path (num_workers=0 as in the tests): seeds 1 and 2 differ in
     initial weights, batch order and augmentation; seed 1 twice gives the identical first batch."""

@@ -215,6 +215,7 @@ def make_trainer(**kwargs) -> L.Trainer:
                      enable_progress_bar=False, enable_model_summary=False, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mv2_e2", "cog_e2"])
 def test_fit_and_test_on_voc2012_fixture(voc_root, name):
     from data.voc_segmentation import VOC_SEG_CLASSES, VOCSegmentationDataModule

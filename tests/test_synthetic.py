@@ -241,3 +241,62 @@ def test_refuses_to_overwrite_a_folder_that_is_not_synthetic(tmp_path):
 def test_bad_parameters_are_rejected_with_a_clear_message(tmp_path, bad):
     with pytest.raises(ValueError, match="num_classes|image_size"):
         write_image_folder(tmp_path / "f", **{**dict(images_per_class=1, image_size=64), **bad})
+
+
+def test_boundary_band_is_the_window_with_two_instances_cut_at_the_edges():
+    import numpy as np
+
+    from data.synthetic import boundary_band
+
+    rng = np.random.default_rng(0)
+    instance_map = rng.integers(0, 3, (9, 11)).astype(np.uint8)
+    instance_map[:, :4] = 0  # a flat region: no band inside it
+    for width in (3, 5):
+        r = width // 2
+        expected = np.array([[len(np.unique(instance_map[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1])) > 1
+                              for j in range(11)] for i in range(9)])
+        assert np.array_equal(boundary_band(instance_map, width), expected)
+    assert not boundary_band(instance_map, 3)[:, :3].any()
+
+
+# --------------------------------------------------------------------------- shared sets
+def test_sets_with_other_generator_settings_never_share_a_folder(tmp_path):
+    """A run with other generator settings used to delete and rewrite the set another run was
+    reading; each setting now has its own folder, and the first run's files stay untouched."""
+    from data.synthetic_datamodule import synthetic_datamodule
+
+    def build(**generator):
+        return synthetic_datamodule("classification", tmp_path, batch_size=2, num_workers=0, image_size=32,
+                                    num_classes=2, generator={"images_per_class": 2, **generator})
+
+    first = build(image_size=40)
+    first.setup("fit")
+    files = {p: p.stat().st_mtime_ns for p in Path(first.hparams.root).rglob("*.jpg")}
+    other = build(image_size=48)
+    assert other.hparams.root != first.hparams.root
+    assert {p: p.stat().st_mtime_ns for p in Path(first.hparams.root).rglob("*.jpg")} == files
+    assert build(image_size=40).hparams.root == first.hparams.root  # same settings: same set, reused
+    assert Path(first.hparams.root).name.startswith("classification-")
+
+
+def test_temporary_names_are_unique_beyond_the_pid_and_foreign_ones_are_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from data import synthetic
+
+    final = tmp_path / "classification-0000"
+    names = {synthetic._temporary_name(final) for _ in range(3)}
+    assert len(names) == 3 and all(f"-{os.getpid()}-" in n for n in names)
+    # Another container (same PID 1 as far as names go, other host) writing right now: kept.
+    foreign = tmp_path / ".classification-0000.tmp-othercontainer-1-abcd1234"
+    foreign.mkdir()
+    # A writer on this host whose process is gone: removed.
+    dead = tmp_path / (synthetic._temporary_name(final).rsplit("-", 2)[0] + "-999999999-deadbeef")
+    dead.mkdir()
+    synthetic._remove_stale_temporaries(final)
+    assert foreign.is_dir() and not dead.exists()
+    old = time.time() - 2 * 24 * 3600
+    os.utime(foreign, (old, old))
+    synthetic._remove_stale_temporaries(final)
+    assert not foreign.exists()

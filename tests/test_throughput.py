@@ -173,6 +173,7 @@ class _TinyModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+@pytest.mark.slow
 def test_batch_timer_records_every_batch_in_a_real_fit(tmp_path):
     data = torch.utils.data.TensorDataset(torch.randn(12, 4), torch.zeros(12))
     loader = torch.utils.data.DataLoader(data, batch_size=4)

@@ -161,11 +161,13 @@ class PointwiseLayer(nn.Module):
 
 @contextlib.contextmanager
 def using_impl(model: nn.Module, impl: Optional[str]) -> Iterator[int]:
-    """Temporarily runs every pointwise layer of ``model`` that offers ``impl`` with it;
+    """Temporarily runs every layer of ``model`` that offers ``impl`` with it (pointwise layers,
+    and anything else with ``impls`` / ``set_impl``: the spatial layers' deformable convs);
     "reference" picks each layer's ``reference_impl``; None changes nothing. Yields how many
     layers were switched."""
     layers = [m for m in model.modules()
-              if isinstance(m, (PointwiseLayer, PointwiseConvOp)) and m.impls]
+              if (isinstance(m, (PointwiseLayer, PointwiseConvOp)) or hasattr(m, "set_impl"))
+              and getattr(m, "impls", ())]
     previous = [m.impl for m in layers]
     switched = 0
     try:
