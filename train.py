@@ -86,9 +86,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _continue_requeued_run(cfg)
     try:
         origin = _check_resume(cfg, out)
-    except ConfigError:
-        if fresh_folder:  # the folder Hydra made for a run that never started: leave no trace
+    except ConfigError:  # a refused resume leaves no trace of a run that never started
+        if fresh_folder:
             _remove_unstarted_run_folder(out)
+        else:
+            _remove_this_invocations_config(out)
         raise
     if rank_zero_only.rank != 0:  # DDP processes of the same run: rank 0 holds the lock
         return _train(cfg, origin)
@@ -151,7 +153,7 @@ def _check_resume(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
         return None  # continues in its own folder
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     reason = in_place_problem(source_run, overrides) if source_run is not None else None
-    origin = record_origin(out, str(ckpt_path), reason)
+    origin = record_origin(out, str(ckpt_path), reason, write=rank_zero_only.rank == 0)
     log.info("starting a new run in %s from %s (%s)", out, ckpt_path, origin["reason_for_a_new_run_folder"])
     return origin
 

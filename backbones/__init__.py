@@ -3,6 +3,7 @@ pointwise-layer registry (``backbones.pointwise``), weight loading and inference
 from . import mobilenet_v2 as _mobilenet_v2  # noqa: F401  (registers mv2_eX / cog_eX)
 from . import mobilenet_v1 as _mobilenet_v1  # noqa: F401  (registers mobilenet_v1 / gpc_mobilenet_N)
 from . import efficientnet as _efficientnet  # noqa: F401  (registers efficientnet_b0 / keffnet_b0)
+from . import simple_cnn as _simple_cnn  # noqa: F401  (registers simple_cnn / simple_dsc / simple_deform)
 from .base import ROLES, Backbone, FeatureInfo, plan_strides
 from .fuse import fuse_for_inference
 from .efficientnet import EfficientNetBackbone

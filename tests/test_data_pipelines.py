@@ -292,3 +292,16 @@ def test_jpeg_decoder_gives_pils_pixels_and_pils_errors(voc2007, tmp_path):
     truncated.write_bytes(path.read_bytes()[:4000])  # OpenCV would fill the rest grey
     with pytest.raises(ImageDecodeError, match="truncated"):
         read_rgb(truncated, draft=lambda w, h: None)
+
+
+def test_benchmark_prints_ours_and_the_anchors_per_task(capsys):
+    from benchmarks import data_pipeline
+
+    pipelines = data_pipeline.main(["--tasks", "detection", "classification", "--rounds", "1", "--samples", "2",
+                                    "--image-size", "64"])
+    printed = capsys.readouterr().out
+    assert "anchor steps re-implemented" in printed and "torchvision RandomResizedCrop [anchor]" in printed
+    assert {p.task for p in pipelines} == {"detection", "classification"}
+    assert all(p.samples == 2 and p.rate > 0 for p in pipelines)
+    with pytest.raises(Exception, match="not a qfgaohao/pytorch-ssd checkout"):
+        data_pipeline.main(["--tasks", "detection", "--anchor-path", "/nonexistent", "--rounds", "1"])
