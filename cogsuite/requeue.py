@@ -10,7 +10,7 @@ SLURM (ranks from srun, the requeue signal, ``scontrol requeue`` of the job or a
 One change to Lightning's auto-requeue: Lightning saves the checkpoint *inside* the signal
 handler, i.e. wherever Python happens to be in the training step (mid-forward, after dropout
 drew from the generator, or between two parameters' optimizer updates), which a resume cannot
-continue exactly. Here the handler only notes the signal; the checkpoint is written at the end
+continue exactly (reasoned, not measured: it depends on where the signal lands). Here the handler only notes the signal; the checkpoint is written at the end
 of the current training batch (or after the epoch's validation when it is the epoch's last
 batch), the same points as the suite's mid-epoch and epoch-end checkpoints, from which a resume
 is bit-identical (docs/reliability.md). Lightning's own SLURM handler is switched off
