@@ -32,7 +32,7 @@ def params(module: nn.Module) -> int:
 def test_registry_lists_every_layer_and_their_options():
     assert set(LAYERS) <= set(list_spatial())
     assert spatial_options("depthwise") == []
-    assert spatial_options("deform") == ["offset_groups", "modulation", "impl"]
+    assert spatial_options("deform") == ["offset_groups", "modulation", "offset_lr_mult", "impl"]
 
 
 def test_bad_names_options_roles_and_positions_fail_listing_the_valid_ones():
