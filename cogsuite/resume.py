@@ -63,12 +63,15 @@ def in_place_problem(run_dir: str | os.PathLike, overrides: Sequence[str] | None
     return None
 
 
-def record_origin(run_dir: str | os.PathLike, ckpt_path: str, reason: str | None) -> dict[str, Any]:
-    """Write ``origin.json`` of a run started from another run's checkpoint; returns it."""
+def record_origin(run_dir: str | os.PathLike, ckpt_path: str, reason: str | None,
+                  write: bool = True) -> dict[str, Any]:
+    """The origin of a run started from another run's checkpoint, written to ``origin.json``
+    (by one process of a DDP run: ``write``)."""
     origin = {"started_from_checkpoint": os.path.abspath(ckpt_path),
               "reason_for_a_new_run_folder": reason or "the checkpoint is not in a run's checkpoints/ folder"}
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / ORIGIN_FILE).write_text(json.dumps(origin, indent=2))
+    if write:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / ORIGIN_FILE).write_text(json.dumps(origin, indent=2))
     return origin
 
 

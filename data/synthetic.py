@@ -743,31 +743,14 @@ def write_voc_detection(
 
 
 def boundary_band(instance_map: np.ndarray, width: int) -> np.ndarray:
-    """Pixels whose ``width x width`` neighbourhood (odd width) holds more than one instance id."""
-    radius = max(width // 2, 1)
-    highest = _window_extreme(instance_map, radius, np.maximum)
-    lowest = _window_extreme(instance_map, radius, np.minimum)
+    """Pixels whose ``width x width`` neighbourhood (odd width) holds more than one instance id
+    (at the edges the window is cut: "nearest" padding repeats values already in it)."""
+    from scipy import ndimage
+
+    size = 2 * max(width // 2, 1) + 1
+    highest = ndimage.maximum_filter(instance_map, size=size, mode="nearest")
+    lowest = ndimage.minimum_filter(instance_map, size=size, mode="nearest")
     return highest != lowest
-
-
-def _window_extreme(values: np.ndarray, radius: int, op: np.ufunc) -> np.ndarray:
-    """Max/min over a (2r+1)^2 window, separably with shifted copies (edges: the window is cut).
-
-    Written out because PIL's rank filter sorts every window (several times slower) and scipy
-    is not a dependency of the project.
-    """
-    out = values
-    for axis in (0, 1):
-        result = out.copy()
-        length = out.shape[axis]
-        for shift in range(1, min(radius, length - 1) + 1):
-            ahead = [slice(None)] * 2
-            behind = [slice(None)] * 2
-            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
-            op(result[tuple(ahead)], out[tuple(behind)], out=result[tuple(ahead)])
-            op(result[tuple(behind)], out[tuple(ahead)], out=result[tuple(behind)])
-        out = result
-    return out
 
 
 def segmentation_mask(scene: RenderedScene) -> np.ndarray:

@@ -243,6 +243,22 @@ def test_bad_parameters_are_rejected_with_a_clear_message(tmp_path, bad):
         write_image_folder(tmp_path / "f", **{**dict(images_per_class=1, image_size=64), **bad})
 
 
+def test_boundary_band_is_the_window_with_two_instances_cut_at_the_edges():
+    import numpy as np
+
+    from data.synthetic import boundary_band
+
+    rng = np.random.default_rng(0)
+    instance_map = rng.integers(0, 3, (9, 11)).astype(np.uint8)
+    instance_map[:, :4] = 0  # a flat region: no band inside it
+    for width in (3, 5):
+        r = width // 2
+        expected = np.array([[len(np.unique(instance_map[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1])) > 1
+                              for j in range(11)] for i in range(9)])
+        assert np.array_equal(boundary_band(instance_map, width), expected)
+    assert not boundary_band(instance_map, 3)[:, :3].any()
+
+
 # --------------------------------------------------------------------------- shared sets
 def test_sets_with_other_generator_settings_never_share_a_folder(tmp_path):
     """A run with other generator settings used to delete and rewrite the set another run was

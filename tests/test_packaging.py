@@ -1,0 +1,52 @@
+"""Packaging: an install adds one top-level name, ``cogsuite``; the project's folders (data, tasks,
+heads, ...) ship inside it and are importable, under their own names, only once ``cogsuite`` is
+imported (the entry points do it), so they never collide with a user's own ``data`` or ``tasks``."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_install_declares_only_the_cogsuite_namespace():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setuptools = config["tool"]["setuptools"]
+    assert all(p == "cogsuite" or p.startswith("cogsuite.") for p in setuptools["packages"])
+    assert "py-modules" not in setuptools
+    folders = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "cogsuite"}
+    shipped = {p.split(".")[2] for p in setuptools["packages"] if p.count(".") == 2}
+    assert shipped == folders  # every package folder of the project is shipped
+    assert all(v.startswith("cogsuite.cli:") for v in config["project"]["scripts"].values())
+
+
+@pytest.mark.slow
+def test_wheel_installs_only_cogsuite_and_runs_from_anywhere(tmp_path):
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(wheels.glob("cogsuite-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    assert {p.name for p in site.iterdir() if not p.name.endswith(".dist-info")} <= {"cogsuite", "bin"}
+    probe = """
+import importlib.util as u
+assert u.find_spec("data") is None and u.find_spec("tasks") is None and u.find_spec("train") is None
+import cogsuite, data, train
+from tasks.registry import list_tasks
+root = cogsuite.project_root()
+assert root.name == "_project" and data.__file__.startswith(str(root)), data.__file__
+assert (root / "configs" / "train.yaml").is_file() and list_tasks()
+print("ok")
+"""
+    # -S: the test venv's own site hooks (e.g. an editable install of the checkout) stay out.
+    env = {"PYTHONPATH": f"{site}:{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
