@@ -12,6 +12,7 @@ docs/reliability.md.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -28,6 +29,9 @@ from omegaconf import DictConfig, open_dict
 
 from errors import ConfigError
 import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
+from cogsuite import cluster
+from cogsuite.requeue import RequeueOnSignal, RunRequeued
+from cogsuite.run_status import error_line, read_status, start_status, write_status
 from cogsuite.divergence import NonFiniteLossGuard, TrainingDiverged
 from cogsuite.reproducibility import EpochSeedCallback
 from cogsuite.resume import check_training_settings, in_place_problem, record_origin, same_model
@@ -79,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cogsuite.run_lock``); a resume is checked first (``cogsuite.resume``)."""
     out = Path(cfg.paths.output_dir)
     fresh_folder = not out.exists() or not any(p.name not in _HYDRA_ONLY for p in out.iterdir())
+    _continue_requeued_run(cfg)
     try:
         origin = _check_resume(cfg, out)
     except ConfigError:  # a refused resume leaves no trace of a run that never started
@@ -118,6 +123,19 @@ def _remove_this_invocations_config(out: Path) -> None:
     subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
     if subdir and str(subdir).startswith(".hydra/resume_"):
         shutil.rmtree(out / str(subdir), ignore_errors=True)
+
+
+def _continue_requeued_run(cfg: DictConfig) -> None:
+    """A SLURM job started again after a requeue, in its own unfinished run folder (the run
+    folder rules in cogsuite.cluster), continues from the folder's most advanced checkpoint."""
+    if cfg.get("ckpt_path") or not cfg.get("train", True) or not cluster.is_requeued_start():
+        return
+    checkpoint = cluster.resume_checkpoint(cfg.paths.output_dir)
+    if checkpoint is None:
+        return
+    log.warning("continuing the unfinished run in %s from %s", cfg.paths.output_dir, checkpoint)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(checkpoint)
 
 
 def _check_resume(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
@@ -166,7 +184,11 @@ def _train(cfg: DictConfig, origin: dict[str, Any] | None) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks") + [
         StoreConfigInCheckpoint(cfg), EpochSeedCallback(cfg.seed), guard]
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer = build_trainer(cfg, callbacks, loggers)
+    requeue = next((cb for cb in callbacks if isinstance(cb, RequeueOnSignal)), None)
+    trainer = build_trainer(cfg, callbacks, loggers,
+                            cluster_environment=requeue.slurm_environment() if requeue else None)
+    if cfg.get("train", True):
+        start_status(cfg.paths.output_dir)
     best_callback = _best_checkpoint_callback(trainer, cfg.monitor)
 
     diverged: dict[str, Any] | None = None
@@ -223,6 +245,8 @@ def _train(cfg: DictConfig, origin: dict[str, Any] | None) -> dict[str, Any]:
 
     if trainer.is_global_zero:
         _report(cfg, metrics, results, diverged, guard.skipped_steps)
+        if cfg.get("train", True):
+            write_status(cfg.paths.output_dir, state="finished" if diverged is None else "diverged")
     if diverged is not None:
         metrics["diverged"] = True
     return metrics
@@ -249,12 +273,51 @@ def _report(cfg: DictConfig, metrics: dict[str, float], results: dict[str, Any],
 
 
 DIVERGED_EXIT_STATUS = 3
+# The run saved its checkpoint on a SLURM signal and stopped (requeued, or stopped by SIGTERM).
+REQUEUED_EXIT_STATUS = 0
+
+
+def _finished_metrics(cfg: DictConfig) -> float | None:
+    """A requeued SLURM job whose run already finished (requeued after its last checkpoint)
+    does not train again: it returns the stored result."""
+    if not cluster.is_requeued_start() or not cfg.get("train", True):
+        return None
+    path = Path(cfg.paths.output_dir) / cluster.METRICS_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text()).get("metrics", {})
+    log.warning("the run in %s has finished already (metrics.json); not training it again",
+                cfg.paths.output_dir)
+    return stored.get(cfg.monitor, math.nan)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    cluster.pin_local_job_gpus(hydra_cfg.job.get("num") if multirun else None,
+                               cfg.trainer.get("devices"))
+    cluster.export_submitit_ranks()
+    finished = _finished_metrics(cfg)
+    if finished is not None:
+        return finished
+    try:
+        if multirun:
+            with cluster.ddp_children_run_this_job(hydra_cfg.overrides.task, cfg.paths.output_dir):
+                metrics = train(cfg)
+        else:
+            metrics = train(cfg)
+    except RunRequeued as stop:
+        requeues = int(read_status(cfg.paths.output_dir).get("requeues", 0) or 0)
+        write_status(cfg.paths.output_dir, state="requeued" if stop.requeued else "stopped",
+                     requeues=requeues + int(stop.requeued))
+        log.warning("%s", stop)
+        sys.exit(REQUEUED_EXIT_STATUS)
+    except BaseException as error:
+        if not isinstance(error, SystemExit) or error.code not in (0, None):
+            write_status(cfg.paths.output_dir, state="failed", error=error_line(error))
+        raise
     if not metrics.get("diverged"):
         return metrics.get(cfg.monitor)  # for Hydra sweepers
     if HydraConfig.get().mode == RunMode.MULTIRUN:

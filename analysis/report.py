@@ -6,6 +6,7 @@ paired differences and a Pareto plot.
     python -m analysis.report logs/ --task detection --data voc2007 --out reports/det
     python -m analysis.report logs/ --baseline mv2 --candidate cog --format latex
     python -m analysis.report logs/ --metric test/acc_top5 --task classification
+    python -m analysis.report --status logs/        # where every run stands (analysis/status.py)
 
 A hyperparameter search (a multirun folder with Optuna's ``optimization_results.yaml``) also gets
 a table of its trials: the searched parameters, the validation metric optimised, the test metric,
@@ -205,6 +206,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-structure", action="store_true",
                         help="skip rebuilding models for params / MACs / KiB")
     parser.add_argument("--no-plot", action="store_true", help="write no Pareto plot")
+    parser.add_argument("--status", action="store_true",
+                        help="instead of the report: where every run stands (finished, running "
+                             "with its last heartbeat, requeued, failed with its error, diverged) "
+                             "and which table rows still lack seeds (analysis/status.py)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="--status: finished seeds each table row needs (default 3)")
+    parser.add_argument("--stale-after", type=float, default=15.0, metavar="MIN",
+                        help="--status: a running run without a heartbeat for this many minutes "
+                             "is shown as 'running?' (default 15)")
     args = parser.parse_args(argv)
     if (args.baseline is None) != (args.candidate is None):
         parser.error("--baseline and --candidate go together (e.g. --baseline mv2 --candidate cog)")
@@ -214,8 +224,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 @exit_on_user_error
-def main(argv: Sequence[str] | None = None) -> Report:
+def main(argv: Sequence[str] | None = None) -> Report | None:
     args = parse_args(argv)
+    if args.status:
+        from analysis.status import status_report
+
+        text, _states = status_report(args.paths, seeds=args.seeds, stale_after=args.stale_after)
+        print(text)
+        return None
     datasets = [d.strip() for d in args.data.split(",") if d.strip()] if args.data else None
     report = build_report(
         args.paths, task=args.task, datasets=datasets, metric=args.metric,

@@ -101,6 +101,10 @@ class Backbone(nn.Module):
 
     features: nn.Sequential
     feature_info: list[FeatureInfo]
+    # The stride the family's last layer reaches by design. Seed 001's seven-conv nets stop at
+    # 16: an output_stride above it changes nothing, and roles it cannot have (SSD-Lite's
+    # stride-32 pairing) raise a ConfigError saying why.
+    native_output_stride: int = 32
 
     def __init__(self, name: str, output_stride: int = 32) -> None:
         super().__init__()

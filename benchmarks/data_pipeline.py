@@ -44,10 +44,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import data_anchors  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TIMM_MV2_TRAIN_IPS_224 = 1832.14  # timm results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv
@@ -288,4 +288,4 @@ def main(argv: Sequence[str] | None = None) -> list[Pipeline]:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)()  # a wrong checkout path: one line, exit status 2

@@ -12,6 +12,10 @@ when the checkpoint folder is unchanged) carries on. Hydra then writes that invo
 under ``<run>/.hydra/resume_<time>_<id>/`` so the original run's ``.hydra/`` stays as it was.
 A finished run, or other settings, train in a new run folder that records its origin.
 
+In a SLURM job the run id is the job's id, and a job SLURM requeued finds the folder its first
+start created (``cogsuite.cluster.requeued_run_dir``, by the rules above); a multirun's sweep
+folder is resolved once, in the launching process, so submitit's jobs and their requeues share it.
+
 The resolvers are registered on import (train.py and eval.py import this module).
 """
 from __future__ import annotations
@@ -31,8 +35,11 @@ _RUN_ID = secrets.token_hex(4)
 
 
 def run_id() -> str:
-    """This process's run id (8 hex digits); the same on every call."""
-    return _RUN_ID
+    """This process's run id: in a SLURM job the job's id (``slurm-<cluster>-<job>``, the same
+    after a requeue, see cogsuite.cluster), else 8 random hex digits; the same on every call."""
+    from cogsuite.cluster import slurm_run_id
+
+    return slurm_run_id() or _RUN_ID
 
 
 def resumed_run_dir(ckpt_path: Any, train: Any = True) -> str | None:
@@ -61,7 +68,11 @@ def continued_run_dir(ckpt_path: Any, train: Any = True, overrides: list[str] | 
 
 
 def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True, *, _root_: Any = None) -> str:
-    return continued_run_dir(ckpt_path, train, _overrides(_root_)) or new_dir
+    from cogsuite.cluster import requeued_run_dir
+
+    overrides = _overrides(_root_)
+    return (continued_run_dir(ckpt_path, train, overrides) or requeued_run_dir(new_dir, overrides)
+            or new_dir)
 
 
 def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "", *, _root_: Any = None) -> str:
@@ -70,8 +81,21 @@ def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "", *, 
     return f".hydra/resume_{stamp}_{run_id()}"
 
 
-for _name, _resolver in (("run_id", run_id), ("run_dir", _run_dir), ("hydra_subdir", _hydra_subdir)):
-    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
+def _register_resolvers() -> None:
+    from cogsuite import cluster
+
+    # run_id is cached like Hydra's ${now:}: a sweep job's config is composed anew (in a
+    # submitit job, or its SLURM requeue, in another process) and takes the launching process's
+    # resolver cache (ConfigLoader.load_sweep_config), so every job resolves the same sweep folder.
+    OmegaConf.register_new_resolver("run_id", run_id, replace=True, use_cache=True)
+    for name, resolver in (("run_dir", _run_dir), ("hydra_subdir", _hydra_subdir),
+                           ("launcher_gpus", cluster.launcher_gpus),
+                           ("launcher_cpus_per_task", cluster.launcher_cpus_per_task),
+                           ("local_gpu_count", cluster.local_gpu_count)):
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
+
+
+_register_resolvers()
 
 
 def check_writable_folder(folder: str | os.PathLike, what: str = "log folder") -> None:

@@ -62,11 +62,13 @@ def instantiate_group(group: DictConfig | None, where: str = "") -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any],
-                  **overrides: Any) -> L.Trainer:
+                  cluster_environment: Any = None, **overrides: Any) -> L.Trainer:
     """The configured Trainer; checkpoints are saved atomically (``AtomicCheckpointIO``) unless
-    the config brings its own plugins."""
+    the config brings its own plugins; ``cluster_environment`` (e.g. SLURM's) joins them."""
     if not cfg.trainer.get("plugins"):
         overrides.setdefault("plugins", [AtomicCheckpointIO()])
+    if cluster_environment is not None:
+        overrides["plugins"] = [*(overrides.get("plugins") or []), cluster_environment]
     quiet_third_party_noise()
     return instantiate_node(cfg.trainer, "trainer", callbacks=callbacks,
                             logger=loggers or False, **overrides)

@@ -37,7 +37,8 @@ from tasks.base import backbone_spec
 _RUN_COMPONENT = re.compile(
     r"lightning\.pytorch\.(trainer\.)?Trainer|lightning\.Trainer"
     r"|lightning\.pytorch\.(callbacks|loggers)\.[A-Z]\w*"
-    r"|cogsuite\.csv_logger\.[A-Z]\w*|cogsuite\.model_summary\.[A-Z]\w*|benchmarks\.throughput_loop\.BatchTimer")
+    r"|cogsuite\.csv_logger\.[A-Z]\w*|cogsuite\.model_summary\.[A-Z]\w*|benchmarks\.throughput_loop\.BatchTimer"
+    r"|cogsuite\.requeue\.RequeueOnSignal|cogsuite\.run_status\.Heartbeat")
 RUN_COMPONENT_SECTIONS = ("trainer", "callbacks", "logger")
 
 

@@ -34,8 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from data.detection_transforms import (AUGMENTATIONS, MB2_STD, MEAN_PIXEL, NORMALIZATIONS, SSDRandomCrop,
-                                       _check, _CHANNEL_ORDERS)
+from data.detection_transforms import MEAN_PIXEL, SSDRandomCrop, _check, _CHANNEL_ORDERS
 from data.device_transforms import Normalization
 from data.io import read_rgb
 
@@ -295,6 +294,3 @@ def eval_pipeline(image_size: int = 300, normalization: str = "mb2_ssd_lite", **
     """Resize to ``image_size`` x ``image_size``; every box kept (evaluation sees them all)."""
     return SSDPipeline(image_size, "none", normalization, min_box_size=0.0, **options)
 
-
-__all__ = ["AUGMENTATIONS", "NORMALIZATIONS", "MB2_STD", "SSDPipeline", "SamplePlan", "detection_normalization",
-           "eval_pipeline", "map_boxes", "train_pipeline", "warp"]

@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from backbones import ROLES, create_backbone, fuse_for_inference, list_backbones, list_pointwise
+from backbones import ROLES, backbone_overrides, create_backbone, fuse_for_inference, list_backbones, list_pointwise
 from backbones.base import EXPANSION, Backbone
 from backbones.pointwise import PointwiseLayer
 from backbones.spatial import SpatialLayer, list_spatial
+from errors import ConfigError
 from tests.helpers import randomize_batchnorm
 
 # Tasks are stepped without a Trainer here; their self.log calls only warn.
@@ -17,6 +18,10 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)
 SIZE = 64
 OUTPUT_STRIDES = (32, 16, 8)
 
+
+def narrow(name: str) -> dict:
+    """Half width where the family has a width knob (timm models are sized by their name)."""
+    return {"width_mult": 0.5} if "width_mult" in backbone_overrides(name) else {}
 
 
 @pytest.mark.parametrize("output_stride", OUTPUT_STRIDES)
@@ -36,13 +41,20 @@ def test_feature_info_is_what_forward_features_returns(name, output_stride):
         out = feats[info.name]
         assert out.shape[1] == info.channels, info
         assert SIZE // out.shape[-1] == info.stride and out.shape[-1] * info.stride == SIZE, info
-    # Roles: what the heads ask for, at the strides they expect.
-    roles = {role: backbone.feature_for(role) for role in ROLES}
+    # Roles: what the heads ask for, at the strides they expect. A family that stops short of
+    # stride 32 (native_output_stride) ends there and refuses the stride-32 pairing, saying why.
+    reached = min(output_stride, backbone.native_output_stride)
+    if backbone.native_output_stride < 32:
+        with pytest.raises(ConfigError, match="stride"):
+            backbone.feature_for("stride16_expansion")
+    roles = {role: backbone.feature_for(role) for role in ROLES
+             if role != "stride16_expansion" or backbone.native_output_stride == 32}
     assert roles["last"].index == len(backbone.features) - 1
-    assert roles["last"].stride == output_stride and backbone.out_channels == roles["last"].channels
-    assert roles["body"].stride == output_stride
-    assert roles["stride16_expansion"].stride == min(16, output_stride)
-    assert roles["stride16"].stride == min(16, output_stride)
+    assert roles["last"].stride == reached and backbone.out_channels == roles["last"].channels
+    assert roles["body"].stride == reached
+    if "stride16_expansion" in roles:
+        assert roles["stride16_expansion"].stride == min(16, output_stride)
+    assert roles["stride16"].stride == min(16, reached)
     # forward = the last tap; every parameter gets a gradient.
     torch.manual_seed(1)
     out = backbone(x)
@@ -67,14 +79,19 @@ def test_truncate_at_each_role_keeps_the_taps_before_it(name):
 
 
 def pointwise_variants():
-    return [(name, layer) for name in list_backbones() for layer in list_pointwise()]
+    """Every family with 1x1 convs (a ``pointwise`` override; seed 001's plain CNNs have none)
+    x every pointwise layer."""
+    from backbones import backbone_overrides
+
+    return [(name, layer) for name in list_backbones() if "pointwise" in backbone_overrides(name)
+            for layer in list_pointwise()]
 
 
 @pytest.mark.parametrize("name,layer", pointwise_variants())
 def test_every_pointwise_layer_in_every_backbone(name, layer):
     """Forward/backward, and the fused model computes what the unfused one does."""
     torch.manual_seed(0)
-    backbone = create_backbone(name, width_mult=0.5, pointwise={"name": layer})
+    backbone = create_backbone(name, **narrow(name), pointwise={"name": layer})
     layers = [m for m in backbone.modules() if isinstance(m, PointwiseLayer)]
     replaced = [m for m in layers if getattr(m, "registry_name", None) == layer]
     assert replaced, f"{name} used no {layer!r} layer"
@@ -111,6 +128,13 @@ def build_and_step(task_name: str, backbone) -> float:
         return one_training_step(ClassificationTask(backbone=backbone, num_classes=3),
                                  (images, torch.tensor([0, 2])))
     if task_name == "detection":
+        spec = backbone if isinstance(backbone, dict) else {"name": backbone}
+        options = {k: v for k, v in spec.items() if k != "name"}
+        if create_backbone(spec["name"], **options).native_output_stride < 32:
+            # SSD-Lite needs a stride-32 map: the task refuses such a backbone, saying why.
+            with pytest.raises(ConfigError, match="stride-32"):
+                DetectionTask(backbone=backbone, num_classes=2)
+            return 1.0
         targets = [{"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1]),
                     "difficult": torch.tensor([False])},
                    {"boxes": torch.tensor([[10.0, 10.0, 60.0, 30.0]]), "labels": torch.tensor([2]),
@@ -126,7 +150,7 @@ TASKS = ("classification", "detection", "segmentation")
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("name", list_backbones())
 def test_every_task_builds_and_steps_on_every_backbone(task, name):
-    loss = build_and_step(task, {"name": name, "width_mult": 0.5})
+    loss = build_and_step(task, {"name": name, **narrow(name)})
     assert loss == loss and loss > 0  # finite, not NaN
 
 
@@ -152,6 +176,8 @@ def spatial_variants():
     pair trains one task, chosen so that every family and every layer sees all three tasks."""
     families: dict[type, str] = {}
     for name in list_backbones():
+        if "spatial" not in backbone_overrides(name):  # no spatial surgery (timm: docs/timm.md)
+            continue
         families.setdefault(type(create_backbone(name, width_mult=0.25)), name)
     return [(name, layer, TASKS[(i + j) % len(TASKS)])
             for i, name in enumerate(families.values()) for j, layer in enumerate(list_spatial())]

@@ -151,6 +151,17 @@ def test_photometric_on_the_device_equals_the_reference_distortion():
         np.testing.assert_allclose(ours[0].permute(1, 2, 0).numpy(), reference, atol=2e-3)
 
 
+def test_hsv_steps_on_an_accelerator_equal_opencvs_on_the_cpu():
+    from data.device_transforms import _hsv_steps_opencv, _hsv_steps_torch
+
+    rng = np.random.default_rng(4)
+    images = torch.from_numpy(rng.uniform(-40, 420, (3, 3, 16, 16)).astype(np.float32))  # unclipped
+    saturation = torch.tensor([1.3, np.nan, 0.6])
+    hue = torch.tensor([np.nan, -17.0, 12.0])
+    torch.testing.assert_close(_hsv_steps_torch(images, saturation, hue), _hsv_steps_opencv(images, saturation, hue),
+                               atol=2e-3, rtol=1e-5)
+
+
 def test_opencv_hsv_round_trip_matches_for_values_outside_0_255():
     rng = np.random.default_rng(1)
     pixels = rng.uniform(-40, 420, (1, 16, 16, 3)).astype(np.float32)  # unclipped, as the reference sees
@@ -292,3 +303,16 @@ def test_jpeg_decoder_gives_pils_pixels_and_pils_errors(voc2007, tmp_path):
     truncated.write_bytes(path.read_bytes()[:4000])  # OpenCV would fill the rest grey
     with pytest.raises(ImageDecodeError, match="truncated"):
         read_rgb(truncated, draft=lambda w, h: None)
+
+
+def test_benchmark_prints_ours_and_the_anchors_per_task(capsys):
+    from benchmarks import data_pipeline
+
+    pipelines = data_pipeline.main(["--tasks", "detection", "classification", "--rounds", "1", "--samples", "2",
+                                    "--image-size", "64"])
+    printed = capsys.readouterr().out
+    assert "anchor steps re-implemented" in printed and "torchvision RandomResizedCrop [anchor]" in printed
+    assert {p.task for p in pipelines} == {"detection", "classification"}
+    assert all(p.samples == 2 and p.rate > 0 for p in pipelines)
+    with pytest.raises(Exception, match="not a qfgaohao/pytorch-ssd checkout"):
+        data_pipeline.main(["--tasks", "detection", "--anchor-path", "/nonexistent", "--rounds", "1"])
