@@ -4,6 +4,7 @@ from . import mobilenet_v2 as _mobilenet_v2  # noqa: F401  (registers mv2_eX / c
 from . import mobilenet_v1 as _mobilenet_v1  # noqa: F401  (registers mobilenet_v1 / gpc_mobilenet_N)
 from . import efficientnet as _efficientnet  # noqa: F401  (registers efficientnet_b0 / keffnet_b0)
 from . import simple_cnn as _simple_cnn  # noqa: F401  (registers simple_cnn / simple_dsc / simple_deform)
+from . import timm_backbone as _timm_backbone  # noqa: F401  (registers timm: any timm model)
 from .base import ROLES, Backbone, FeatureInfo, plan_strides
 from .fuse import fuse_for_inference
 from .efficientnet import EfficientNetBackbone
@@ -20,6 +21,7 @@ from .pointwise import (
     register_pointwise,
 )
 from .pretrained import LoadReport, load_backbone_weights
+from .timm_backbone import TimmBackbone
 from .registry import backbone_overrides, create_backbone, list_backbones, register_backbone
 from .torchvision_convert import convert_torchvision_efficientnet_b0, convert_torchvision_mobilenet_v2
 
@@ -36,6 +38,7 @@ __all__ = [
     "MobileNetV2Backbone",
     "PointwiseLayer",
     "ROLES",
+    "TimmBackbone",
     "backbone_overrides",
     "build_pointwise",
     "convert_torchvision_efficientnet_b0",

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from errors import CheckpointError, SuiteFileNotFoundError
 
+from .timm_backbone import TimmBackbone, is_timm_state_dict, load_timm_checkpoint
 from .torchvision_convert import (
     convert_torchvision_efficientnet_b0,
     convert_torchvision_mobilenet_v2,
@@ -35,10 +36,14 @@ class LoadReport:
     """What ``load_backbone_weights`` did."""
 
     path: str
-    source: str  # "lightning" | "torchvision" | "state_dict"
+    source: str  # "lightning" | "torchvision" | "state_dict" | "timm"
     checkpoint_backbone: Optional[str]  # backbone name recorded in the checkpoint, if any
     loaded: int  # tensors copied into the backbone
     ignored: list[str] = field(default_factory=list)  # checkpoint tensors the backbone lacks
+    # timm checkpoints into a backbone with surgery: replaced layers started from the projection
+    # of the checkpoint's dense conv, or left newly initialised (paths).
+    projected: list[str] = field(default_factory=list)
+    newly_initialised: list[str] = field(default_factory=list)
 
 
 def load_backbone_weights(
@@ -55,7 +60,13 @@ def load_backbone_weights(
     ``path`` may also be a run folder or a folder of runs: see ``checkpoint_in``.
     """
     path = checkpoint_in(path)
-    source, checkpoint_name, weights = _backbone_weights(safe_load(path, "backbone checkpoint"), path)
+    obj = load_safetensors(path) if path.suffix == ".safetensors" else safe_load(path, "backbone checkpoint")
+    timm_state = timm_state_dict(backbone, obj)
+    if timm_state is not None:  # a timm model's own weights into a timm backbone
+        summary = load_timm_checkpoint(backbone, _tensors(timm_state, path), str(path))
+        return LoadReport(str(path), "timm", backbone.model_name, summary["loaded"], summary["ignored"],
+                          summary["projected"], summary["newly_initialised"])
+    source, checkpoint_name, weights = _backbone_weights(obj, path)
     target_name = getattr(backbone, "name", None)
     target = backbone.state_dict()
     missing = [k for k in target if k not in weights]
@@ -80,6 +91,30 @@ def load_backbone_weights(
         len(unexpected), f" e.g. {unexpected[:_SHOW]}" if unexpected else "",
     )
     return report
+
+
+def load_safetensors(path: Path) -> dict[str, Tensor]:
+    """A ``.safetensors`` file (timm's hub format; cannot run code) as a state dict."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise SuiteFileNotFoundError(f"backbone checkpoint not found: {path.absolute()}")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(str(error))}); "
+                              "copy it again or give a torch checkpoint") from error
+
+
+def timm_state_dict(backbone: nn.Module, obj: object) -> Optional[Mapping[str, object]]:
+    """The timm state dict in ``obj`` when ``backbone`` is a timm backbone and ``obj`` is a timm
+    model's weights (a state dict, or timm's train checkpoint ``{"state_dict": ...}``)."""
+    if not isinstance(obj, Mapping) or not isinstance(backbone, TimmBackbone):
+        return None
+    state = obj.get("state_dict") if isinstance(obj.get("state_dict"), Mapping) else obj
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    return state if is_timm_state_dict(backbone, state) else None
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6

@@ -13,7 +13,9 @@ trip sees values outside 0-255. Clipping to uint8 on the CPU would change those 
 CPU only draws its parameters (``data.detection_pipeline``) and they are applied here, in float,
 after the geometry. Brightness, contrast and channel order commute with the bilinear resize
 exactly; the HSV steps are pointwise but not linear, so they differ from the reference's order
-(distort, then resize) only where the resize blends pixels of different colours.
+(distort, then resize) only where the resize blends pixels of different colours. On a CPU
+the HSV steps run through ``cv2.cvtColor`` per image (the reference's own calls, ~3x faster
+than the torch formulas there); on an accelerator through the batched torch formulas.
 """
 from __future__ import annotations
 
@@ -103,15 +105,8 @@ def mb2_photometric(images: Tensor, params: Tensor) -> Tensor:
     x = torch.where(has_brightness, x + brightness, x)
     x = torch.where(has_contrast & contrast_first, x * contrast, x)
     # The reference always converts to HSV and back (not an identity for negative values).
-    hsv = rgb_to_hsv_opencv(x)
-    saturation, has_saturation = column(3)
-    hue, has_hue = column(4)
-    h, s, v = hsv.unbind(1)
-    s = torch.where(has_saturation[:, 0], s * saturation[:, 0], s)
-    h = torch.where(has_hue[:, 0], h + hue[:, 0], h)
-    h = torch.where(h > 360.0, h - 360.0, h)
-    h = torch.where(h < 0.0, h + 360.0, h)
-    x = hsv_to_rgb_opencv(torch.stack((h, s, v), 1))
+    hsv_steps = _hsv_steps_opencv if x.device.type == "cpu" else _hsv_steps_torch
+    x = hsv_steps(x, params[:, 3], params[:, 4])
     x = torch.where(has_contrast & ~contrast_first, x * contrast, x)
     order, has_order = column(5)
     if has_order.any():
@@ -119,6 +114,37 @@ def mb2_photometric(images: Tensor, params: Tensor) -> Tensor:
         shuffled = torch.gather(x, 1, orders.view(-1, 3, 1, 1).expand_as(x))
         x = torch.where(has_order, shuffled, x)
     return x
+
+
+def _hsv_steps_torch(x: Tensor, saturation: Tensor, hue: Tensor) -> Tensor:
+    """The HSV round trip with saturation / hue ([B], NaN = not drawn) scaled / turned, batched
+    on the device with OpenCV's float formulas."""
+    h, s, v = rgb_to_hsv_opencv(x).unbind(1)
+    saturation, hue = saturation.view(-1, 1, 1), hue.view(-1, 1, 1)
+    s = torch.where(torch.isnan(saturation), s, s * saturation)
+    h = torch.where(torch.isnan(hue), h, h + hue)
+    h = torch.where(h > 360.0, h - 360.0, h)
+    h = torch.where(h < 0.0, h + 360.0, h)
+    return hsv_to_rgb_opencv(torch.stack((h, s, v), 1))
+
+
+def _hsv_steps_opencv(x: Tensor, saturation: Tensor, hue: Tensor) -> Tensor:
+    """The HSV round trip with saturation / hue per image through ``cv2.cvtColor`` (the
+    reference's own calls): on a CPU several times faster than the torch formulas."""
+    import cv2
+    import numpy as np
+
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        hsv = cv2.cvtColor(np.ascontiguousarray(x[i].permute(1, 2, 0).numpy()), cv2.COLOR_RGB2HSV)
+        if not torch.isnan(saturation[i]):
+            hsv[..., 1] *= float(saturation[i])
+        if not torch.isnan(hue[i]):
+            hsv[..., 0] += float(hue[i])
+            hsv[..., 0][hsv[..., 0] > 360.0] -= 360.0
+            hsv[..., 0][hsv[..., 0] < 0.0] += 360.0
+        out[i] = torch.from_numpy(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)).permute(2, 0, 1)
+    return out
 
 
 def refill_outside(images: Tensor, rects: Tensor, fill: Tensor | Sequence[float]) -> Tensor:

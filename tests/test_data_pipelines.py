@@ -151,6 +151,17 @@ def test_photometric_on_the_device_equals_the_reference_distortion():
         np.testing.assert_allclose(ours[0].permute(1, 2, 0).numpy(), reference, atol=2e-3)
 
 
+def test_hsv_steps_on_an_accelerator_equal_opencvs_on_the_cpu():
+    from data.device_transforms import _hsv_steps_opencv, _hsv_steps_torch
+
+    rng = np.random.default_rng(4)
+    images = torch.from_numpy(rng.uniform(-40, 420, (3, 3, 16, 16)).astype(np.float32))  # unclipped
+    saturation = torch.tensor([1.3, np.nan, 0.6])
+    hue = torch.tensor([np.nan, -17.0, 12.0])
+    torch.testing.assert_close(_hsv_steps_torch(images, saturation, hue), _hsv_steps_opencv(images, saturation, hue),
+                               atol=2e-3, rtol=1e-5)
+
+
 def test_opencv_hsv_round_trip_matches_for_values_outside_0_255():
     rng = np.random.default_rng(1)
     pixels = rng.uniform(-40, 420, (1, 16, 16, 3)).astype(np.float32)  # unclipped, as the reference sees
