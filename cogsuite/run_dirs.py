@@ -75,16 +75,20 @@ def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True, *, _root_: 
             or new_dir)
 
 
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
 def _sweep_subdir(job_num: Any, backbone: str, run_folder: str, task_name: str, log_dir: str,
-                  stamp: str, sweep_id: str) -> str:
+                  stamp: str, sweep_id: str, sweeper: str = _BASIC_SWEEPER) -> str:
     """A sweep job's folder below the sweep folder: ``<job number>_<backbone>``. A job whose
     ``run_folder`` names a table row (``thesis/table5_1/caltech256_cog_e2``) goes to that row's
     folder, as a single run of the row does, named ``<time>_<backbone>_<sweep's run id>-<job
     number>`` (absolute, which Hydra's join keeps): the row's runs stay together whichever way
     they were launched, and Table 5.5 finds the Table 5.1 classifiers there. Every part comes from
     the launching process (time and run id are cached resolvers), so a requeued job gets the
-    same folder."""
-    if str(run_folder) == f"{task_name}/runs":
+    same folder. The trials of a search (another sweeper, e.g. Optuna's) stay together in the
+    search folder, next to its results."""
+    if str(run_folder) == f"{task_name}/runs" or str(sweeper) != _BASIC_SWEEPER:
         return f"{job_num}_{backbone}"
     return os.path.abspath(os.path.join(str(log_dir), str(run_folder),
                                         f"{stamp}_{backbone}_{sweep_id}-{job_num}"))
