@@ -195,7 +195,7 @@ def test_missing_file_of_a_complete_synthetic_set_is_named(tmp_path, task):
                                     num_classes=num_classes, generator=sizes)
 
     build().setup("fit")  # writes the complete set and reads it without complaint
-    victim = sorted((tmp_path / task).rglob("*.jpg"))[1]
+    victim = sorted(tmp_path.glob(f"{task}*/**/*.jpg"))[1]  # the set folder is <task>-<settings hash>
     victim.unlink()
     with pytest.raises(BadFilesError) as caught:
         build().setup("fit")
