@@ -27,8 +27,8 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
-from errors import ConfigError, DataError
 from data.registry import register_datamodule
+from errors import ConfigError, DataError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

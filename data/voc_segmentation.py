@@ -22,10 +22,10 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem, mask_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
+from data.registry import register_datamodule
 from data.segmentation_pipeline import SegmentationTrainPipeline
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform
 from errors import ConfigError, DataError
-from data.registry import register_datamodule
 
 VOC_SEG_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
