@@ -31,6 +31,7 @@ from errors import ConfigError
 from .activations import ActivationSpec, resolve_activation
 from .base import EXPANSION, OUTPUT, Backbone, FeatureInfo, plan_strides
 from .channel_rounding import block_channels, check_channel_rounding
+from .options import batch_norm
 from .inverted_residual import InvertedResidual
 from .pointwise import PointwisePlan
 from .pointwise.dense import DensePointwise
@@ -228,6 +229,8 @@ def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
         last_channels: int | None = None,
         last_bias: bool = False,
         last_activation: ActivationSpec = "same",
+        norm_eps: float = 1e-5,
+        norm_momentum: float = 0.1,
     ) -> MobileNetV2Backbone:
         return MobileNetV2Backbone(
             name, expand_ratio=expand_ratio, pointwise=pointwise, pointwise_at=pointwise_at,
@@ -237,6 +240,8 @@ def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
             expand_activation=expand_activation, depthwise_activation=depthwise_activation,
             channel_rounding=channel_rounding, cut_after_block=cut_after_block,
             last_channels=last_channels, last_bias=last_bias, last_activation=last_activation,
+            # Keras' BatchNorm (seed 003): eps 1e-3, momentum 0.999 = 0.001 in PyTorch's convention
+            norm_layer=batch_norm(norm_eps, norm_momentum),
         )
 
     factory.__doc__ = doc.format(t=expand_ratio)

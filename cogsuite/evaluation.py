@@ -107,6 +107,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(run_cfg, callbacks=[], loggers=[])
     trainer.test(model, datamodule=datamodule)
     metrics = metrics_to_dict(trainer.callback_metrics)
+    timing = {}
+    if cfg.get("cpu_ms_per_image") and trainer.is_global_zero:
+        from tasks.inference_timing import cpu_ms_per_image
+
+        timing = {"inference_timing": cpu_ms_per_image(model, datamodule.test_dataset,
+                                                       int(cfg.cpu_ms_per_image))}
+        metrics["test/cpu_ms_per_image"] = timing["inference_timing"]["cpu_ms_per_image"]
 
     if trainer.is_global_zero:
         info = checkpoint[SUITE_KEY]
@@ -116,6 +123,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             print("\n" + format_classification_report(report))
         write_json(out, {"checkpoint": str(Path(ckpt_path).resolve()), "task": info["task"],
                          "backbone": info["backbone"], "metrics": metrics,
-                         **(getattr(model, "test_results", {}) or {})})
+                         **(getattr(model, "test_results", {}) or {}), **timing})
         print(f"\nwritten: {out}")
     return metrics

@@ -58,21 +58,28 @@ def build_backbone(
 
 
 def parameter_groups(module: nn.Module, weight_decay: float,
-                     decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
+                     decay_norm_and_bias: bool = False, lr: float | None = None) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only: decaying BN affine and biases only hurts.
 
     ``decay_norm_and_bias=True`` decays every parameter, as a plain ``torch.optim.SGD(
     model.parameters(), weight_decay=...)`` does (qfgaohao's train_ssd.py, the thesis' detector).
+    A module with an ``lr_mult`` attribute other than 1 (a deformable conv's offset predictor,
+    ``backbones.spatial``) gets groups of its own at ``lr * lr_mult``; without such modules the
+    groups are exactly the two above (optimizer states of earlier runs still load).
     """
-    decay, no_decay = [], []
+    mult_of = {id(p): float(getattr(m, "lr_mult", 1.0))
+               for m in module.modules() for p in m.parameters(recurse=False)}
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
     for p in module.parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim > 1 or decay_norm_and_bias else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        key = (p.ndim > 1 or decay_norm_and_bias, mult_of.get(id(p), 1.0))
+        groups.setdefault(key, []).append(p)
+    if any(mult != 1.0 for _, mult in groups) and lr is None:
+        raise ValueError("parameter_groups needs the base lr for modules with an lr_mult")
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             **({} if mult == 1.0 else {"lr": lr * mult})}
+            for (decay, mult), params in groups.items()]
 
 
 def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
@@ -83,7 +90,7 @@ def build_optimizer(module: nn.Module, name: str = "adamw", lr: float = 1e-3,
     smoothing constant and denominator term (torch defaults 0.99 / 1e-8; the Keras RMSprop that
     seeds 002 and 004 trained with: alpha 0.9 (its rho), eps 1e-7); ``decay_norm_and_bias``:
     weight decay on every parameter (mb2-ssd-lite) instead of conv/linear weights only."""
-    groups = parameter_groups(module, weight_decay, decay_norm_and_bias)
+    groups = parameter_groups(module, weight_decay, decay_norm_and_bias, lr)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
     if name == "adam":  # L2 weight decay added to the gradient (torch.optim.Adam's), seed 001

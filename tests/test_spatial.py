@@ -32,7 +32,7 @@ def params(module: nn.Module) -> int:
 def test_registry_lists_every_layer_and_their_options():
     assert set(LAYERS) <= set(list_spatial())
     assert spatial_options("depthwise") == []
-    assert spatial_options("deform") == ["offset_groups", "modulation", "impl"]
+    assert spatial_options("deform") == ["offset_groups", "modulation", "offset_lr_mult", "impl"]
 
 
 def test_bad_names_options_roles_and_positions_fail_listing_the_valid_ones():
@@ -210,3 +210,22 @@ def test_onnx_export_runs_the_grid_sample_form_and_matches_onnxruntime(tmp_path)
         report = export_onnx(model, torch.zeros(1, 3, 24, 24), tmp_path / f"m{fuse}.onnx", fuse=fuse)
         assert report.max_abs_diff["logits"] <= report.tolerance["logits"]
     assert all(m.impl == "torchvision" for m in model.modules() if isinstance(m, DeformableConv2d))
+
+
+def test_offset_lr_mult_gives_the_offset_conv_its_share_of_the_lr():
+    """The deformable-conv paper's beta: the offset layers learn at beta x the lr."""
+    from tasks.base import build_optimizer
+
+    plain = create_backbone("mobilenet_v1", width_mult=0.25)
+    assert [len(g["params"]) for g in build_optimizer(plain, lr=0.01).param_groups] == [27, 54]
+    backbone = create_backbone("mobilenet_v1", width_mult=0.25, spatial_positions=[2, 4],
+                               spatial={"name": "deform_depthwise", "offset_lr_mult": 0.1})
+    groups = build_optimizer(backbone, lr=0.01, weight_decay=0.5).param_groups
+    offsets = {id(p) for m in backbone.modules() if isinstance(m, ZeroInitConv2d) for p in m.parameters()}
+    for group in groups:
+        is_offset = {id(p) in offsets for p in group["params"]}
+        assert len(is_offset) == 1
+        assert group["lr"] == pytest.approx(0.001 if is_offset.pop() else 0.01)
+    assert sum(len(g["params"]) for g in groups) == 81 + 2 * 2 and len(groups) == 4
+    with pytest.raises(ConfigError, match="offset_lr_mult must be a number >= 0"):
+        build_spatial({"name": "deform", "offset_lr_mult": -1}, 8, 8)

@@ -244,8 +244,9 @@ def test_complexity_and_throughput_measure_timm_models(tmp_path):
     training / inference step, through the interfaces every family uses."""
     import csv
 
-    import benchmarks.throughput as tp
     from benchmarks import complexity
+    from benchmarks import task_steps as steps
+    from benchmarks.timing import Runtime
 
     path = tmp_path / "timm.csv"
     complexity.main(["--tasks", "classification", "--backbones", "timm", "--no-latency", "--image-size", "64",
@@ -258,10 +259,10 @@ def test_complexity_and_throughput_measure_timm_models(tmp_path):
     assert int(dense["params"]) == 1_261_664 + 960 * 1000 + 1000  # timm's features + the classifier
     assert int(cog["params"]) < int(dense["params"]) and float(cog["macs"]) < float(dense["macs"])
 
-    runtime = tp.Runtime(torch.device("cpu"))
-    size = tp.Size(64, 2)
-    batch = tp.make_batch("classification", size, runtime)
-    entry = tp.ours_entry("classification", {"name": "timm", "model_name": "mobilenetv4_conv_small",
+    runtime = Runtime(torch.device("cpu"))
+    size = steps.Size(64, 2)
+    batch = steps.make_batch("classification", size, runtime)
+    entry = steps.ours_entry("classification", {"name": "timm", "model_name": "mobilenetv4_conv_small",
                                               "pointwise": "cog"}, batch, runtime)
     before = [p.detach().clone() for p in entry.model.parameters()]
     entry.infer()

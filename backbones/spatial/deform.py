@@ -5,8 +5,9 @@
 ``bias=True``); ``deform_depthwise`` has groups = channels, so a MobileNet's depthwise convs can
 become deformable (e.g. ``backbone.spatial.name=deform_depthwise`` at the stride-16 blocks of an
 SSD-Lite or DeepLabv3 backbone). Options: ``offset_groups`` (1: one offset field for all
-channels, as the paper), ``modulation`` (false; true: DCNv2's sigmoid mask), ``impl`` (auto |
-torchvision | grid_sample).
+channels, as the paper), ``modulation`` (false; true: DCNv2's sigmoid mask), ``offset_lr_mult``
+(the paper's beta, 1: the offset conv's share of the learning rate), ``impl`` (auto | torchvision |
+grid_sample).
 """
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ class _DeformSpatial(SpatialConvNormAct):
                  stride: int, dilation: int, bias: Optional[bool],
                  norm_layer: Optional[Callable[..., nn.Module]],
                  activation_layer: Optional[Callable[..., nn.Module]],
-                 offset_groups: int, modulation: bool, impl: str) -> None:
+                 offset_groups: int, modulation: bool, offset_lr_mult: float, impl: str) -> None:
         super().__init__(in_channels, out_channels, kernel_size=kernel_size, stride=stride,
                          dilation=dilation, groups=groups, bias=bias, norm_layer=norm_layer,
                          activation_layer=activation_layer,
                          conv_layer=partial(DeformableConv2d, offset_groups=offset_groups,
-                                            modulation=modulation))
+                                            modulation=modulation, offset_lr_mult=offset_lr_mult))
         self.set_impl(impl)
 
 
@@ -53,12 +54,13 @@ class DeformSpatial(_DeformSpatial):
         activation_layer: Optional[Callable[..., nn.Module]] = None,
         offset_groups: int = 1,
         modulation: bool = False,
+        offset_lr_mult: float = 1.0,
         impl: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, groups=1, kernel_size=kernel_size, stride=stride,
                          dilation=dilation, bias=bias, norm_layer=norm_layer,
                          activation_layer=activation_layer, offset_groups=offset_groups,
-                         modulation=modulation, impl=impl)
+                         modulation=modulation, offset_lr_mult=offset_lr_mult, impl=impl)
 
 
 @register_spatial("deform_depthwise")
@@ -78,10 +80,11 @@ class DeformDepthwiseSpatial(_DeformSpatial):
         activation_layer: Optional[Callable[..., nn.Module]] = None,
         offset_groups: int = 1,
         modulation: bool = False,
+        offset_lr_mult: float = 1.0,
         impl: str = "auto",
     ) -> None:
         check_depthwise_channels(in_channels, out_channels)
         super().__init__(in_channels, out_channels, groups=in_channels, kernel_size=kernel_size,
                          stride=stride, dilation=dilation, bias=bias, norm_layer=norm_layer,
                          activation_layer=activation_layer, offset_groups=offset_groups,
-                         modulation=modulation, impl=impl)
+                         modulation=modulation, offset_lr_mult=offset_lr_mult, impl=impl)

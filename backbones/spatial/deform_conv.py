@@ -9,6 +9,13 @@ with ``modulation`` (DCNv2, Zhu et al. 2019) it also predicts ``offset_groups * 
 logits, and the mask is their sigmoid (0.5 at the start, as DCNv2). Then the kxk (grouped)
 kernel is applied at the shifted, bilinearly sampled positions.
 
+``offset_lr_mult`` is the paper's beta (section 2.1: the offset layers learn at beta times the
+network's learning rate, beta = 1 by default): the offset conv carries it as ``lr_mult`` and
+``tasks.base.parameter_groups`` gives its parameters that share of the optimizer's lr. With
+AdamW (whose steps do not shrink with the gradient) a dense offset conv on a wide input moves
+its offsets by many pixels early on; beta = 0.1 trains as fast as the plain network (measured:
+README, "Spatial layers").
+
 Implementations (``set_impl``), numerically equal:
 - ``torchvision``: ``torchvision.ops.deform_conv2d`` (CPU and CUDA kernels; "auto" on CUDA);
 - ``grid_sample``: every kernel tap's shifted samples with ``F.grid_sample`` (bilinear, zero
@@ -84,11 +91,14 @@ class DeformableConv2d(DeformConv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True, *,
-                 offset_groups: int = 1, modulation: bool = False) -> None:
+                 offset_groups: int = 1, modulation: bool = False, offset_lr_mult: float = 1.0) -> None:
         if isinstance(offset_groups, bool) or not isinstance(offset_groups, int) or offset_groups < 1 \
                 or in_channels % offset_groups:
             raise ConfigError(f"offset_groups must be a positive divisor of the input channels "
                               f"({in_channels}), got {offset_groups!r}")
+        if isinstance(offset_lr_mult, bool) or not isinstance(offset_lr_mult, (int, float)) \
+                or not offset_lr_mult >= 0:
+            raise ConfigError(f"offset_lr_mult must be a number >= 0, got {offset_lr_mult!r}")
         if not isinstance(modulation, bool):
             raise ConfigError(f"modulation must be true or false, got {modulation!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
@@ -97,6 +107,7 @@ class DeformableConv2d(DeformConv2d):
         taps = self.kernel_size[0] * self.kernel_size[1]
         self.offset = ZeroInitConv2d(in_channels, (3 if modulation else 2) * offset_groups * taps,
                                      kernel_size, stride, padding, dilation, bias=True)
+        self.offset.lr_mult = float(offset_lr_mult)
         self._impl = "auto"
 
     # ------------------------------------------------------------------ implementations
@@ -152,7 +163,8 @@ class DeformableConv2d(DeformConv2d):
             return copy.deepcopy(self)
         dense = DeformableConv2d(self.in_channels, self.out_channels, self.kernel_size[0], self.stride[0],
                                  self.padding[0], self.dilation[0], 1, self.bias is not None,
-                                 offset_groups=self.offset_groups, modulation=self.modulation)
+                                 offset_groups=self.offset_groups, modulation=self.modulation,
+                                 offset_lr_mult=self.offset.lr_mult)
         dense = dense.to(self.weight).train(self.training)
         with torch.no_grad():
             dense.weight.copy_(dense_kernel(self.weight, self.groups))
@@ -178,4 +190,5 @@ class DeformableConv2d(DeformConv2d):
 
     def extra_repr(self) -> str:
         return (f"offset_groups={self.offset_groups}, modulation={self.modulation}, "
+                f"offset_lr_mult={self.offset.lr_mult}, "
                 f"groups={self.groups}, impl={self._impl}")
