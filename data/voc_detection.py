@@ -504,7 +504,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
     def _loader_options(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "num_workers": self.num_workers,
                 "collate_fn": collate_detection, "pin_memory": self.pin_memory,
-                "persistent_workers": self.persistent_workers}
+                "persistent_workers": self.persistent_workers, "skip_unreadable": self.skip_bad_files}
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

@@ -334,12 +334,12 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         # one image would make it fail, so incomplete training batches are dropped.
         return train_loader(dataset, self.batch_size, self.num_workers, default_collate,
                             self._pin_memory(), self.persistent_workers,
-                            drop_last=len(dataset) > self.batch_size)
+                            drop_last=len(dataset) > self.batch_size, skip_unreadable=self.skip_bad_files)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         batch_size = 1 if self.val_size is None else self.batch_size
         return eval_loader(self.dataset(stage), batch_size, self.num_workers, collate_same_size,
-                           self._pin_memory(), self.persistent_workers)
+                           self._pin_memory(), self.persistent_workers, skip_unreadable=self.skip_bad_files)
 
     def _pin_memory(self) -> bool:
         return self.pin_memory and torch.cuda.is_available()
