@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import tempfile
 import time
@@ -18,6 +17,7 @@ from torch import Tensor
 from benchmarks.task_steps import Size, ours_loss, task_optimizer, train_step_fn
 from benchmarks.timing import Runtime, images_per_second, table, time_runs
 from errors import ConfigError
+from tasks.registry import get_task
 
 
 class BatchTimer(L.Callback):
@@ -113,11 +113,8 @@ def loop_overrides(task: str, backbone: str, size: Size, steps_per_epoch: int, e
                    synthetic_dir: Path, output_dir: Path, timer_output: Path, runtime: Runtime,
                    num_workers: int | None) -> list[str]:
     count = steps_per_epoch * size.batch_size
-    if task == "classification":
-        # The held-out 10 % of every class is not trained on; 8 classes in the synthetic set.
-        generator = [f"synthetic.generator.images_per_class={math.ceil(count / 8 / 0.9) + 1}"]
-    else:
-        generator = [f"synthetic.generator.num_train={count}"]
+    generator = [f"synthetic.generator.{key}={value}"
+                 for key, value in get_task(task).synthetic_train_images(count).items()]
     overrides = [
         f"task={task}", "data=synthetic", f"backbone={backbone}",
         f"paths.synthetic_dir={synthetic_dir}", f"paths.output_dir={output_dir}", f"paths.log_dir={output_dir}",

@@ -75,6 +75,25 @@ def _run_dir(new_dir: str, ckpt_path: Any = None, train: Any = True, *, _root_: 
             or new_dir)
 
 
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def _sweep_subdir(job_num: Any, backbone: str, run_folder: str, task_name: str, log_dir: str,
+                  stamp: str, sweep_id: str, sweeper: str = _BASIC_SWEEPER) -> str:
+    """A sweep job's folder below the sweep folder: ``<job number>_<backbone>``. A job whose
+    ``run_folder`` names a table row (``thesis/table5_1/caltech256_cog_e2``) goes to that row's
+    folder, as a single run of the row does, named ``<time>_<backbone>_<sweep's run id>-<job
+    number>`` (absolute, which Hydra's join keeps): the row's runs stay together whichever way
+    they were launched, and Table 5.5 finds the Table 5.1 classifiers there. Every part comes from
+    the launching process (time and run id are cached resolvers), so a requeued job gets the
+    same folder. The trials of a search (another sweeper, e.g. Optuna's) stay together in the
+    search folder, next to its results."""
+    if str(run_folder) == f"{task_name}/runs" or str(sweeper) != _BASIC_SWEEPER:
+        return f"{job_num}_{backbone}"
+    return os.path.abspath(os.path.join(str(log_dir), str(run_folder),
+                                        f"{stamp}_{backbone}_{sweep_id}-{job_num}"))
+
+
 def _hydra_subdir(ckpt_path: Any = None, train: Any = True, stamp: str = "", *, _root_: Any = None) -> str:
     if continued_run_dir(ckpt_path, train, _overrides(_root_)) is None:
         return ".hydra"
@@ -89,6 +108,7 @@ def _register_resolvers() -> None:
     # resolver cache (ConfigLoader.load_sweep_config), so every job resolves the same sweep folder.
     OmegaConf.register_new_resolver("run_id", run_id, replace=True, use_cache=True)
     for name, resolver in (("run_dir", _run_dir), ("hydra_subdir", _hydra_subdir),
+                           ("sweep_subdir", _sweep_subdir),
                            ("launcher_gpus", cluster.launcher_gpus),
                            ("launcher_cpus_per_task", cluster.launcher_cpus_per_task),
                            ("local_gpu_count", cluster.local_gpu_count)):

@@ -28,8 +28,8 @@ from data.cifar_transforms import (AUGMENTATIONS, check_normalize, cifar_eval_tr
 from data.device_transforms import Normalization
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.image_folder import held_out_count
-from data.split_datamodule import SplitDataModule
 from data.registry import register_datamodule
+from data.split_datamodule import SplitDataModule
 from errors import ConfigError, DataError
 
 BATCHES_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"

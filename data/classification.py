@@ -17,11 +17,11 @@ from data.image_folder import (
     index_classification_dataset,
 )
 from data.io import read_rgb
+from data.registry import register_datamodule
 from data.split_datamodule import SplitDataModule
 from data.classification_pipeline import RandomResizedCropPipeline
 from data.transforms import classification_eval_transform
 from errors import ConfigError
-from data.registry import register_datamodule
 
 
 class ImageClassificationDataset(Dataset):

@@ -66,6 +66,9 @@ class RandomResizedCropPipeline:
         return (x0, y0, x0 + w, y0 + h)
 
     def __call__(self, path: str | Path) -> dict[str, Any]:
+        # albumentations' Compose draws once per call before its steps; so do we, so that a
+        # seed gives the chain's very crops (same draws in the same order).
+        self.py_random.random()
         state: dict[str, Any] = {}
 
         def decide(width: int, height: int) -> tuple[int, int] | None:

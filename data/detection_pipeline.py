@@ -238,6 +238,10 @@ class SSDPipeline:
 
     def __call__(self, path: str | Path, bboxes: np.ndarray, labels: np.ndarray,
                  difficult: np.ndarray) -> dict[str, Any]:
+        if self.augmentation == "mb2_ssd_lite":
+            # albumentations' Compose draws once per call before its steps; so do we, so that a
+            # seed gives the chain's very draws in the same order.
+            self.py_random.random()
         photometric = self.draw_photometric() if self.augmentation == "mb2_ssd_lite" else None
         state: dict[str, Any] = {}
 

@@ -25,6 +25,7 @@ evaluation steps do no per-step collectives (no ``sync_dist=True`` on step-level
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -35,7 +36,12 @@ import torch
 import torch.distributed as dist
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, get_worker_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
+
+from data.errors import ImageDecodeError
+from errors import DataError, user_message
+
+log = logging.getLogger("data")
 
 
 def run_seed() -> int:
@@ -161,6 +167,55 @@ class SeededAugmentation(Dataset):
         return getattr(self.dataset, name)
 
 
+class SkipUnreadable(Dataset):
+    """``dataset[key]``, or None for a sample whose file became unreadable after the data check
+    (same size and modification time, so the cached check still vouched for it), when the user
+    asked to skip bad files (``data.skip_bad_files=true``). Each one is logged with its path and
+    a count; :func:`dropping_skipped` leaves the Nones out of the batch. Without the option such
+    a file stops the run with one line naming it (``errors.user_message``)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.skipped = 0  # in this (worker) process
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.dataset[key]
+        except (ImageDecodeError, FileNotFoundError) as error:
+            self.skipped += 1
+            log.warning("skipped a sample (data.skip_bad_files=true; %d in this loader process so far): %s",
+                        self.skipped, user_message(error) if isinstance(error, ImageDecodeError) else error)
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def dropping_skipped(collate_fn: Callable | None) -> Callable:
+    """``collate_fn`` (default: torch's) over the samples that are not None."""
+    collate = collate_fn or default_collate
+
+    def collate_present(samples: list[Any]) -> Any:
+        present = [sample for sample in samples if sample is not None]
+        if not present:
+            raise DataError(f"all {len(samples)} samples of a batch had become unreadable after the data "
+                            "check (see the warnings above); restore the dataset files or rerun to check them")
+        return collate(present)
+
+    return collate_present
+
+
+def _skipping(dataset: Dataset, collate_fn: Callable | None, skip_unreadable: bool) -> tuple[Dataset, Callable | None]:
+    if not skip_unreadable:
+        return dataset, collate_fn
+    return SkipUnreadable(dataset), dropping_skipped(collate_fn)
+
+
 def _generator(seed: int) -> torch.Generator:
     """A DataLoader generator: iterator creation then draws from it, not from the global RNG."""
     return torch.Generator().manual_seed(seed)
@@ -169,12 +224,13 @@ def _generator(seed: int) -> torch.Generator:
 def train_loader(dataset: Dataset, batch_size: int, num_workers: int,
                  collate_fn: Callable | None = None, pin_memory: bool = True,
                  persistent_workers: bool = True, drop_last: bool = True,
-                 seed: int | None = None) -> DataLoader:
+                 seed: int | None = None, skip_unreadable: bool = False) -> DataLoader:
     """Shuffled training batches; order and augmentation follow from ``seed`` (default: the
-    run's seed), the epoch and the sample index only."""
+    run's seed), the epoch and the sample index only. ``skip_unreadable``: see ``SkipUnreadable``."""
     seed = run_seed() if seed is None else int(seed)
+    served, collate_fn = _skipping(SeededAugmentation(dataset, seed), collate_fn, skip_unreadable)
     return EpochDataLoader(
-        SeededAugmentation(dataset, seed), batch_size=batch_size,
+        served, batch_size=batch_size,
         sampler=EpochShuffleSampler(dataset, seed), num_workers=num_workers,
         collate_fn=collate_fn, pin_memory=pin_memory, drop_last=drop_last,
         persistent_workers=persistent_workers and num_workers > 0,
@@ -184,12 +240,13 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int,
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int,
                 collate_fn: Callable | None = None, pin_memory: bool = True,
-                persistent_workers: bool = True) -> DataLoader:
+                persistent_workers: bool = True, skip_unreadable: bool = False) -> DataLoader:
     sampler: Any = None
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+    served, collate_fn = _skipping(dataset, collate_fn, skip_unreadable)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
+        served, batch_size=batch_size, shuffle=False, sampler=sampler,
         num_workers=num_workers, collate_fn=collate_fn, pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
         generator=_generator(run_seed()),
@@ -198,12 +255,13 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int,
 
 
 def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int,
-                 pin_memory: bool = True, persistent_workers: bool = True) -> DataLoader:
+                 pin_memory: bool = True, persistent_workers: bool = True,
+                 skip_unreadable: bool = False) -> DataLoader:
     """``train_loader`` or ``eval_loader`` for a classification split. A last training batch of
     one sample breaks BatchNorm, so it is dropped whenever the split holds more than a batch."""
     options = {"batch_size": batch_size, "num_workers": num_workers,
                "pin_memory": pin_memory and torch.cuda.is_available(),
-               "persistent_workers": persistent_workers}
+               "persistent_workers": persistent_workers, "skip_unreadable": skip_unreadable}
     if train:
         return train_loader(dataset, drop_last=len(dataset) > batch_size, **options)
     return eval_loader(dataset, **options)

@@ -76,6 +76,9 @@ class SegmentationTrainPipeline:
         return {"scaled": (scaled_w, scaled_h), "pad": (left, top), "origin": (x0, y0), "flip": flip}
 
     def __call__(self, path: str | Path, mask: np.ndarray) -> dict[str, torch.Tensor]:
+        # albumentations' Compose draws once per call before its steps; so do we, so that a
+        # seed gives the chain's very samples (same draws in the same order).
+        self.py_random.random()
         state: dict[str, Any] = {}
 
         def decide(width: int, height: int) -> tuple[int, int] | None:

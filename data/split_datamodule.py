@@ -23,7 +23,7 @@ class SplitDataModule(L.LightningDataModule):
         assert dataset is not None, "setup() must build the datasets before the loaders"
         hp = self.hparams
         return split_loader(dataset, train, hp.batch_size, hp.num_workers, hp.pin_memory,
-                            hp.persistent_workers)
+                            hp.persistent_workers, skip_unreadable=bool(hp.get("skip_bad_files", False)))
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

@@ -11,9 +11,8 @@ from typing import Any
 import lightning as L
 from omegaconf import OmegaConf
 
-from errors import ConfigError
-
 from data.registry import register_datamodule
+from errors import ConfigError
 
 
 @register_datamodule

@@ -27,8 +27,8 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
-from errors import ConfigError, DataError
 from data.registry import register_datamodule
+from errors import ConfigError, DataError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -504,7 +504,7 @@ class VOCDetectionDataModule(L.LightningDataModule):
     def _loader_options(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "num_workers": self.num_workers,
                 "collate_fn": collate_detection, "pin_memory": self.pin_memory,
-                "persistent_workers": self.persistent_workers}
+                "persistent_workers": self.persistent_workers, "skip_unreadable": self.skip_bad_files}
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

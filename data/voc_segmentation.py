@@ -22,10 +22,10 @@ from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem, mask_problem
 from data.io import read_rgb
 from data.loaders import eval_loader, train_loader
+from data.registry import register_datamodule
 from data.segmentation_pipeline import SegmentationTrainPipeline
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform
 from errors import ConfigError, DataError
-from data.registry import register_datamodule
 
 VOC_SEG_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -334,12 +334,12 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         # one image would make it fail, so incomplete training batches are dropped.
         return train_loader(dataset, self.batch_size, self.num_workers, default_collate,
                             self._pin_memory(), self.persistent_workers,
-                            drop_last=len(dataset) > self.batch_size)
+                            drop_last=len(dataset) > self.batch_size, skip_unreadable=self.skip_bad_files)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         batch_size = 1 if self.val_size is None else self.batch_size
         return eval_loader(self.dataset(stage), batch_size, self.num_workers, collate_same_size,
-                           self._pin_memory(), self.persistent_workers)
+                           self._pin_memory(), self.persistent_workers, skip_unreadable=self.skip_bad_files)
 
     def _pin_memory(self) -> bool:
         return self.pin_memory and torch.cuda.is_available()

@@ -1,6 +1,7 @@
 """Image classification: backbone -> ClassificationHead, cross-entropy, AdamW + thesis schedules."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -143,6 +144,8 @@ register_task(TaskSpec(
     synthetic={"imagefolder": "data.synthetic_datamodule.synthetic_image_folder",
                "cifar10": "data.synthetic_datamodule.synthetic_cifar10",
                "image_folder_splits": "data.synthetic_datamodule.synthetic_image_folder_splits"},
+    # The synthetic set's 8 classes each hold out 10 % from training (configs/task/classification.yaml).
+    synthetic_train_images=lambda count: {"images_per_class": math.ceil(count / 8 / 0.9) + 1},
     model_size_by_classes=True,  # the head grows with the classes (Caltech-256 vs Flowers)
     order=0,
 ))

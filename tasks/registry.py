@@ -51,6 +51,9 @@ class TaskSpec:
     reference_loss: Callable[[nn.Module, Batch], Tensor]
     synthetic: Mapping[str, str]
     reference_backbone: str | None = None  # our backbone that is the reference's architecture
+    # Generator settings of its synthetic set (configs/task/<task>.yaml `synthetic.generator`)
+    # for at least ``count`` training images (benchmarks.throughput_loop).
+    synthetic_train_images: Callable[[int], dict[str, int]] = lambda count: {"num_train": count}
     inference: Callable[[nn.Module, Tensor], Any] = _call
     reference_inference: Callable[[nn.Module, Tensor], Any] = _call
     export: str | None = None

@@ -195,7 +195,8 @@ def test_missing_file_of_a_complete_synthetic_set_is_named(tmp_path, task):
                                     num_classes=num_classes, generator=sizes)
 
     build().setup("fit")  # writes the complete set and reads it without complaint
-    victim = sorted((tmp_path / task).rglob("*.jpg"))[1]
+    (folder,) = tmp_path.glob(f"{task}-*")  # the set's folder, keyed by its generator settings
+    victim = sorted(folder.rglob("*.jpg"))[1]
     victim.unlink()
     with pytest.raises(BadFilesError) as caught:
         build().setup("fit")

@@ -156,6 +156,34 @@ def test_launcher_configs_take_the_run_settings(tmp_path):
     assert OmegaConf.to_container(local.hydra.launcher, resolve=True)["_target_"].endswith("LocalLauncher")
 
 
+def test_a_table_rows_sweep_jobs_go_to_the_rows_folder(tmp_path):
+    """A sweep job of a table row (experiment=thesis/...) goes to the row's folder, where single
+    runs of the row go and where Table 5.5 looks for the Table 5.1 classifiers; other jobs to
+    <sweep>/<job number>_<backbone>."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    import cogsuite.run_dirs  # noqa: F401 - the resolvers the configs use
+    from tests.helpers import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        plain, row, pretrained_from = (
+            compose("train", overrides=[f"paths.log_dir={tmp_path}", *extra], return_hydra_config=True)
+            for extra in ([], ["experiment=thesis/table5_1_caltech256_cog_e2"],
+                          ["experiment=thesis/table5_5_voc2012_cog_e2"]))
+    for cfg in (plain, row):
+        with open_dict(cfg):
+            cfg.hydra.job.num = 4
+    sweep = Path(plain.hydra.sweep.dir)
+    assert Path(plain.hydra.sweep.dir, plain.hydra.sweep.subdir) == sweep / "4_cog_e2"
+    job = Path(row.hydra.sweep.dir, row.hydra.sweep.subdir)  # Hydra joins them so
+    assert job.parent == tmp_path / "thesis" / "table5_1" / "caltech256_cog_e2"
+    assert job.name == f"{sweep.name.rsplit('_', 1)[0]}_cog_e2_{sweep.name.rsplit('_', 1)[1]}-4"
+    assert Path(pretrained_from.backbone.pretrained) == job.parent
+
+
 # --------------------------------------------------------------------------- real launchers
 @pytest.mark.slow
 def test_local_launcher_runs_a_ddp_sweep_to_the_end(tmp_path, synthetic_dir):

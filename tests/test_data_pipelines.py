@@ -69,6 +69,7 @@ def test_composed_ssd_geometry_equals_the_step_by_step_chain_on_the_same_draws(v
         height, width = image.shape[:2]
         boxes = np.clip(annotation.boxes, 0, [width, height, width, height])
         pipeline.set_random_seed(seed)
+        pipeline.py_random.random()  # the chain's Compose draw
         pipeline.draw_photometric()
         plan = pipeline.plan(width, height, boxes)
         np.testing.assert_allclose(out["bboxes"], _chain_boxes(boxes, plan), atol=1e-3)
@@ -215,6 +216,7 @@ def test_composed_segmentation_equals_the_step_by_step_chain(fixtures_dir):
             pipeline.set_random_seed(seed)
             out = pipeline(path=dataset.image_paths[index], mask=mask)
             pipeline.set_random_seed(seed)
+            pipeline.py_random.random()  # the chain's Compose draw
             plan = pipeline.plan(image.shape[1], image.shape[0])
             size = plan["scaled"]
             x0, y0 = plan["origin"]
@@ -237,6 +239,7 @@ def test_composed_random_resized_crop_equals_the_chain_pixel_for_pixel(fixtures_
         ours = pipeline(path=path)["image"].permute(1, 2, 0).numpy()
         image = read_rgb(path)
         pipeline.set_random_seed(seed)
+        pipeline.py_random.random()  # the chain's Compose draw
         x0, y0, x1, y1 = pipeline.crop_box(image.shape[1], image.shape[0])
         flip = pipeline.py_random.random() < 0.5
         chain = A.Compose([A.Crop(x0, y0, x1, y1), A.Resize(48, 48), A.HorizontalFlip(p=float(flip))])(image=image)
@@ -269,6 +272,7 @@ def test_distortion_after_the_warp_matches_distortion_before_it_within_a_grey_le
         image = read_rgb(path)
         height, width = image.shape[:2]
         pipeline.set_random_seed(seed)
+        pipeline.py_random.random()  # the chain's Compose draw
         pipeline.draw_photometric()
         plan = pipeline.plan(width, height, np.clip(annotation.boxes, 0, [width, height, width, height]))
         p = out["photometric"].numpy()
@@ -316,3 +320,33 @@ def test_benchmark_prints_ours_and_the_anchors_per_task(capsys):
     assert all(p.samples == 2 and p.rate > 0 for p in pipelines)
     with pytest.raises(Exception, match="not a qfgaohao/pytorch-ssd checkout"):
         data_pipeline.main(["--tasks", "detection", "--anchor-path", "/nonexistent", "--rounds", "1"])
+
+
+def test_a_seed_gives_the_step_by_step_chains_very_samples(fixtures_dir, voc2007):
+    """Same draws in the same order as the albumentations chains (their Compose's own draw
+    included): a run's augmentation for (seed, epoch, index) is what it was before."""
+    from data.classification import ImageClassificationDataset
+    from data.detection_pipeline import train_pipeline
+    from data.detection_transforms import train_transform as detection_chain
+    from data.loaders import SeededAugmentation
+    from data.segmentation_transforms import train_transform as segmentation_chain
+    from data.transforms import classification_train_transform
+
+    def pair(make, new, old):
+        return SeededAugmentation(make(new), 5), SeededAugmentation(make(old), 5)
+
+    voc2012 = fixtures_dir / "VOCdevkit" / "VOC2012"
+    ours, chain = pair(lambda t: VOCSegmentation(voc2012, "train", transform=t),
+                       SegmentationTrainPipeline(200, reduced_decode=False), segmentation_chain(200))
+    for key in [(i, e) for e in range(3) for i in range(len(ours))]:
+        (image, mask), (old_image, old_mask) = ours[key], chain[key]
+        assert (image.int() - old_image.int()).abs().max() <= 1 and torch.equal(mask, old_mask)
+    samples = [(str(p), 0) for p in sorted((fixtures_dir / "classification").glob("*/*.jpg"))]
+    ours, chain = pair(lambda t: ImageClassificationDataset(samples, t),
+                       RandomResizedCropPipeline(48, reduced_decode=False), classification_train_transform(48))
+    for key in [(i, e) for e in range(2) for i in range(len(samples))]:
+        assert torch.equal(ours[key][0], chain[key][0])
+    ours, chain = pair(lambda t: VOCDetection(voc2007, "trainval", keep_difficult=False, transform=t),
+                       train_pipeline(300), detection_chain(300))
+    for key in [(i, e) for e in range(5) for i in range(len(ours))]:
+        torch.testing.assert_close(ours[key][1]["boxes"], chain[key][1]["boxes"], atol=1e-3, rtol=0)

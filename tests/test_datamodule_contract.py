@@ -117,6 +117,11 @@ CASES = {
 }
 
 
+# Configs whose datamodule class an earlier case already takes through resume, export and
+# per_class: they train and evaluate (their own settings) but skip the class-level rest.
+SAME_CLASS_AS_ANOTHER_CASE = {"caltech101", "caltech256", "voc0712", "voc2012_aug"}
+
+
 def test_every_data_config_is_covered():
     configs = {p.stem for p in (Path(CONFIG_DIR) / "data").glob("*.yaml")}
     assert configs == set(CASES), "add the new dataset's layout writer to CASES"
@@ -152,10 +157,14 @@ def test_datamodule_contract_and_checkpoint_life(name, tmp_path):
     # the checkpoint's life (resumed before it is evaluated, so per_class reuses that evaluation)
     train(config())
     ckpt = run / "checkpoints" / "last.ckpt"
-    resumed = train(config("trainer.max_epochs=2", f"ckpt_path={ckpt}"))
-    assert not resumed.get("diverged")
+    full_life = name not in SAME_CLASS_AS_ANOTHER_CASE
+    if full_life:
+        resumed = train(config("trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+        assert not resumed.get("diverged")
     metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path / "eval"))
     assert any(key.startswith("test/") for key in metrics)
+    if not full_life:
+        return
     report = export.main([f"ckpt_path={ckpt}", "--out", str(tmp_path / "model.onnx")])
     assert report.path.is_file() and report.max_abs_diff
     if task == "classification":

@@ -53,6 +53,12 @@ def test_three_trial_optuna_search_on_the_embedded_data(tmp_path):
     results = OmegaConf.load(results_path)
     assert sorted(results.best_params) == sorted(SEARCHED)
 
+    # The best trial named by the WriteBestTrial callback: its folder holds the best value.
+    best = OmegaConf.load(search / "best_trial.yaml")
+    assert best.value == results.best_value and dict(best.params) == dict(results.best_params)
+    best_metrics = json.loads((Path(best.run_folder) / "metrics.json").read_text())["metrics"]
+    assert best_metrics["val/acc"] == pytest.approx(best.value) and best.checkpoints
+
     trials = sorted(p for p in search.iterdir() if p.is_dir())
     assert len(trials) == 3
     values = []

@@ -5,6 +5,7 @@ check named in one line even when a DataLoader worker reads it."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,21 @@ def test_image_broken_after_the_cached_check_is_one_line_from_a_worker(tmp_path)
     with pytest.raises(BadFilesError, match="0.png"):
         ImageFolderDataModule(str(tmp_path / "data"), batch_size=8, num_workers=0, image_size=8).setup("fit")
 
+
+
+def test_image_broken_after_the_check_is_skipped_and_counted_with_skip_bad_files(tmp_path, caplog):
+    _class_folders(tmp_path / "data", {"a": 4, "b": 4})
+    dm = ImageFolderDataModule(str(tmp_path / "data"), batch_size=3, num_workers=0, image_size=8,
+                               val_fraction=0.25, pin_memory=False, skip_bad_files=True)
+    dm.setup("fit")
+    train_paths = [path for path, _ in dm.train_dataset.samples]
+    victim = Path(train_paths[0])
+    stat = victim.stat()
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (stat.st_size - 8))
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with caplog.at_level("WARNING", logger="data"):
+        served = sum(len(labels) for _, labels in dm.train_dataloader())
+    # drop_last: 6 training samples in batches of 3; one batch comes out one short.
+    assert served == len(train_paths) - 1
+    assert f"skipped a sample (data.skip_bad_files=true; 1 in this loader process so far): Cannot decode image '{victim}'" \
+        in caplog.text

@@ -3,6 +3,7 @@ heads, ...) ship inside it and are importable, under their own names, only once 
 imported (the entry points do it), so they never collide with a user's own ``data`` or ``tasks``."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,17 +20,22 @@ def test_the_install_declares_only_the_cogsuite_namespace():
     setuptools = config["tool"]["setuptools"]
     assert all(p == "cogsuite" or p.startswith("cogsuite.") for p in setuptools["packages"])
     assert "py-modules" not in setuptools
-    folders = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "cogsuite"}
-    shipped = {p.split(".")[2] for p in setuptools["packages"] if p.count(".") == 2}
-    assert shipped == folders  # every package folder of the project is shipped
+    packages = {".".join(p.parent.relative_to(REPO).parts) for p in REPO.rglob("__init__.py")
+                if p.parent.relative_to(REPO).parts[0] not in ("tests", "cogsuite", "build", ".git")}
+    shipped = {p.removeprefix("cogsuite._project.") for p in setuptools["packages"]
+               if p.startswith("cogsuite._project.")}
+    assert shipped == packages, "list every package folder (subpackages too) in pyproject.toml"
     assert all(v.startswith("cogsuite.cli:") for v in config["project"]["scripts"].values())
 
 
 @pytest.mark.slow
 def test_wheel_installs_only_cogsuite_and_runs_from_anywhere(tmp_path):
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    wheels, site, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "tests", "logs", "outputs", "multirun", "datasets", "build", "*.egg-info", "__pycache__"))
     pip = [sys.executable, "-m", "pip"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=600)
     wheel = next(wheels.glob("cogsuite-*.whl"))
     subprocess.run([*pip, "install", "--no-deps", "-q", "--target", str(site), str(wheel)],

@@ -305,7 +305,7 @@ def test_user_error_exit_status_and_one_line_on_the_command_line(tmp_path):
     proc = run_cli(["train.py", *tiny(tmp_path / "data", "model.optimizer.name=adamx",
                                       "num_workers=0", "trainer.max_epochs=1")], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert last_line(proc.stderr) == "error: unknown optimizer 'adamx'; valid: adamw, sgd, rmsprop"
+    assert last_line(proc.stderr) == "error: unknown optimizer 'adamx'; valid: adamw, adam, sgd, rmsprop"
 
 
 @pytest.mark.slow  # Hydra's own behaviour; checked once per release

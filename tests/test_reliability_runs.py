@@ -131,7 +131,9 @@ def test_run_and_sweep_folders_carry_the_run_id(tmp_path):
     assert run.parent == tmp_path / "classification" / "runs" and run.name.endswith(f"_cog_e2_{run_id()}")
     from omegaconf import OmegaConf
 
-    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}_${backbone.name}"
+    with open_dict(cfg):
+        cfg.hydra.job.num = 3
+    assert cfg.hydra.sweep.subdir == "3_cog_e2"  # <job number>_<backbone>
     assert re.fullmatch(r"[0-9a-f]{8}", run_id()) and run_id() == run_id()
 
 
