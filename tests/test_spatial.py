@@ -229,3 +229,19 @@ def test_offset_lr_mult_gives_the_offset_conv_its_share_of_the_lr():
     assert sum(len(g["params"]) for g in groups) == 81 + 2 * 2 and len(groups) == 4
     with pytest.raises(ConfigError, match="offset_lr_mult must be a number >= 0"):
         build_spatial({"name": "deform", "offset_lr_mult": -1}, 8, 8)
+
+
+def test_ssd_lite_head_takes_deformable_depthwise_convs():
+    from tasks.detection import DetectionTask
+
+    torch.manual_seed(0)
+    task = DetectionTask(backbone={"name": "mv2_e2", "width_mult": 0.25}, num_classes=2,
+                         head_spatial={"name": "deform_depthwise", "offset_lr_mult": 0.1},
+                         head_spatial_at=["extras", "predictors"])
+    head_layers = [m for m in task.head.modules() if isinstance(m, SpatialLayer)]
+    assert [m.registry_name for m in head_layers] == ["deform_depthwise"] * (4 + 2 * 5)
+    output = task(torch.randn(2, 3, 64, 64))
+    (output.cls_logits.square().mean() + output.box_regression.square().mean()).backward()
+    assert all(m[0].offset.weight.grad is not None for m in head_layers)
+    with pytest.raises(ConfigError, match=r"unknown conv role\(s\) \['depthwise'\]; .*\['extras', 'predictors'\]"):
+        DetectionTask(backbone="mv2_e2", num_classes=2, head_spatial_at=["depthwise"])
