@@ -31,7 +31,7 @@ of a one-thread process counts the work itself.
 
 Other modes:
 - ``--data``: ``dataset[i]`` (read, decode, training augmentation) images/s in one process, on a
-  synthetic set written by data/synthetic.py's writers, read by the task's real datamodule.
+  synthetic set written by data/synthetic/'s writers, read by the task's real datamodule.
 - ``--cog-impls``: whole-model training steps of cog_* backbones with every
   ``ChannelOverlapConv2d`` implementation, plus ``torch.compile`` of the fastest (given up after
   ``--compile-timeout`` seconds), checked against the ``auto`` table.

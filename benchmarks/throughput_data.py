@@ -17,7 +17,7 @@ from benchmarks.timing import spread_percent, table
 
 def synthetic_train_dataset(task: str, root: Path, image_size: int, source_size: int, count: int):
     """The task's training dataset (real reader + training transform) on a synthetic set of
-    ``count`` images of about ``source_size`` px, written with data/synthetic.py's writers."""
+    ``count`` images of about ``source_size`` px, written with data/synthetic/'s writers."""
     from data.synthetic_datamodule import synthetic_datamodule
 
     classes = 8

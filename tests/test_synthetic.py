@@ -215,14 +215,15 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
             raise KeyboardInterrupt("simulated interruption")
         real_save(image, path)
 
-    monkeypatch.setattr(synthetic, "_save_jpeg", failing_save)
+    # The VOC writer (data/synthetic/voc.py) saves through its module's _save_jpeg.
+    monkeypatch.setattr(synthetic.voc, "_save_jpeg", failing_save)
     with pytest.raises(KeyboardInterrupt):
         write_voc_detection(tmp_path, num_train=6, num_test=2, image_size=64)
     voc_devkit = tmp_path / "VOCdevkit"
     assert not (voc_devkit / "VOC2007").exists()
     assert list(voc_devkit.iterdir()) == [], "temporary folder removed"
 
-    monkeypatch.setattr(synthetic, "_save_jpeg", real_save)
+    monkeypatch.setattr(synthetic.voc, "_save_jpeg", real_save)
     write_voc_detection(tmp_path, num_train=6, num_test=2, image_size=64)
     assert len(list((voc_devkit / "VOC2007" / "JPEGImages").glob("*.jpg"))) == 8
     assert (voc_devkit / "VOC2007" / MARKER_NAME).exists()
