@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.bad_files import report_bad_files
+from data.facts import record_found_num_classes
 from data.image_folder import (
     LAYOUTS,
     ClassificationSplit,
@@ -105,6 +106,7 @@ class ImageFolderDataModule(SplitDataModule):
                     + ". Set data.num_classes=null to use what is found, or point data.root at the right dataset."
                 )
             self._split = split
+            record_found_num_classes(self, split.num_classes)
         return self._split
 
     @property

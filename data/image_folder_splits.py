@@ -36,6 +36,7 @@ from albumentations.pytorch import ToTensorV2  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
 from data.bad_files import report_bad_files  # noqa: E402
+from data.facts import record_found_num_classes  # noqa: E402
 from data.classification import ImageClassificationDataset  # noqa: E402
 from data.classification_pipeline import RandomResizedCropPipeline  # noqa: E402
 from data.image_folder import (  # noqa: E402
@@ -190,6 +191,7 @@ class ImageFolderSplitsDataModule(SplitDataModule):
             raise ConfigError(f"data.num_classes={hp.num_classes} but '{root}' has {len(names)} classes "
                               f"({', '.join(names[:10])}); set data.num_classes=null to use what is found.")
         self._class_names = list(names)
+        record_found_num_classes(self, len(names))
         self._splits = {"train": kept.train, "val": kept.val, "test": test}
 
     @property
