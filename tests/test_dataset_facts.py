@@ -52,3 +52,16 @@ def test_the_run_config_stays_as_given_and_the_checkpoint_record_is_resolved():
 def test_tasks_do_not_pull_dataset_facts_through_the_trainer():
     assert TaskBase.setup is TaskBase.__mro__[1].setup  # Lightning's no-op hook, not overridden
     assert "trainer.datamodule" not in inspect.getsource(TaskBase)
+
+
+def test_ignore_index_is_linked_and_a_disagreement_refused():
+    import pytest
+
+    from errors import ConfigError
+
+    facts = DatasetFacts(num_classes=21, ignore_index=255)
+    assert facts.model_arguments({"num_classes": 21, "ignore_index": None}) == {"ignore_index": 255}
+    assert facts.model_arguments({"num_classes": 21, "ignore_index": 255}) == {}
+    assert facts.model_arguments({"num_classes": 21}) == {}  # a model without masks
+    with pytest.raises(ConfigError, match="model.ignore_index=0 but the datamodule marks"):
+        facts.model_arguments({"num_classes": 21, "ignore_index": 0})
