@@ -68,10 +68,33 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: json.dumps(tree, sort_keys=True, default=str)}
 
 
+# Backbone keys holding a layer spec {name, **options}, and the config group of their layers.
+LAYER_SPEC_GROUPS = {"pointwise": "pointwise", "se_pointwise": "pointwise", "spatial": "spatial"}
+
+
 def backbone_identity(backbone: Mapping[str, Any]) -> dict[str, Any]:
     """The flat backbone keys that make it another model (not pretrained, not impl)."""
-    return {k: v for k, v in flatten(dict(backbone)).items()
+    backbone = {k: (layer_spec_identity(LAYER_SPEC_GROUPS[k], v) if k in LAYER_SPEC_GROUPS else v)
+                for k, v in dict(backbone).items()}
+    return {k: v for k, v in flatten(backbone).items()
             if k != "pretrained" and not is_implementation_key(k)}
+
+
+def layer_spec_identity(group: str, spec: Any) -> Any:
+    """A layer spec with every option the layer's file in ``configs/backbone/<group>/`` lists (its
+    defaults) and null options dropped (null = the default), so runs stored before the config
+    groups (every option of every layer listed, null) and after (the chosen layer's options,
+    defaults written out) compare equal."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        return spec
+    return {**_layer_defaults(group, spec["name"]),
+            **{k: v for k, v in spec.items() if v is not None}}
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_defaults(group: str, name: str) -> dict[str, Any]:
+    path = CONFIG_DIR / "backbone" / group / f"{name}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
 
 
 def recipe(run: Run) -> dict[str, Any]:
@@ -91,10 +114,14 @@ def recipe(run: Run) -> dict[str, Any]:
 @functools.lru_cache(maxsize=None)
 def backbone_defaults(name: str) -> dict[str, Any]:
     """The flat identity keys of ``configs/backbone/<name>.yaml`` ({} for a backbone without one)."""
-    path = CONFIG_DIR / "backbone" / f"{name}.yaml"
-    if not path.is_file():
+    if not (CONFIG_DIR / "backbone" / f"{name}.yaml").is_file():
         return {}
-    return backbone_identity(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+    # Composed by Hydra: the file's defaults list picks its layers (configs/backbone/pointwise/...).
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        backbone = compose(config_name=f"backbone/{name}")["backbone"]
+    return backbone_identity(OmegaConf.to_container(backbone, resolve=True))
 
 
 def _resolved_text(run: Run, key: str, raw: str) -> str:
