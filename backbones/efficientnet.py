@@ -26,6 +26,7 @@ channels at width 1) suit few group layers, so they are configured apart.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Iterable, Optional
 
 from torch import nn
@@ -171,44 +172,14 @@ class EfficientNetBackbone(Backbone):
         return f"{super().extra_repr()}, width_mult={self.width_mult}"
 
 
-def _family(name: str, defaults: dict[str, Any], doc: str):
-    def factory(
-        *,
-        width_mult: float = 1.0,
-        output_stride: int = 32,
-        pointwise: PointwiseSpec = defaults["pointwise"],
-        pointwise_at: Iterable[str] = defaults["pointwise_at"],
-        se_pointwise: PointwiseSpec = defaults["pointwise"],
-        spatial: SpatialSpec = "depthwise",
-        spatial_at: Iterable[str] = SPATIAL_ROLES,
-        spatial_positions: Optional[Iterable[int]] = None,
-        activation: ActivationSpec = "silu",
-        last_activation: Optional[ActivationSpec] = defaults["last_activation"],
-        stochastic_depth_prob: float = 0.2,
-        norm_eps: float = 1e-5,
-        norm_momentum: float = 0.1,
-    ) -> EfficientNetBackbone:
-        return EfficientNetBackbone(
-            name, pointwise=pointwise, pointwise_at=pointwise_at, se_pointwise=se_pointwise,
-            spatial=spatial, spatial_at=spatial_at, spatial_positions=spatial_positions,
-            width_mult=width_mult, output_stride=output_stride, activation=activation,
-            last_activation=last_activation, stochastic_depth_prob=stochastic_depth_prob,
-            norm_eps=norm_eps, norm_momentum=norm_momentum,
-        )
+# A variant is the backbone class with its name and defaults bound (its overrides are the class'
+# keyword arguments; backbones.backbone_overrides reads them from the partial's signature).
+# EfficientNet-B0, torchvision's efficientnet_b0 layout; 4,020,358 params with a 10-class head.
+register_backbone("efficientnet_b0")(partial(EfficientNetBackbone, "efficientnet_b0"))
 
-    factory.__doc__ = doc
-    return factory
-
-
-register_backbone("efficientnet_b0")(_family(
-    "efficientnet_b0",
-    {"pointwise": "dense", "pointwise_at": ("expand",), "last_activation": "silu"},
-    "EfficientNet-B0, torchvision's efficientnet_b0 layout; 4,020,358 params with a 10-class head."))
-
-# kEffNet-B0: kgroup (16 input channels per group at least) at every pointwise conv.
+# kEffNet-B0: EfficientNet-B0 with kgroup (16 input channels per group at least) at every pointwise
+# conv, no activation after the 320 -> 1280 conv; 639,702 params with a 10-class head.
 KGROUP_16 = {"name": "kgroup", "min_channels_per_group": 16}
-register_backbone("keffnet_b0")(_family(
-    "keffnet_b0",
-    {"pointwise": KGROUP_16, "pointwise_at": POINTWISE_ROLES, "last_activation": None},
-    "kEffNet-B0: EfficientNet-B0 with kgroup(16) at every pointwise conv, no activation after the "
-    "320 -> 1280 conv; 639,702 params with a 10-class head."))
+register_backbone("keffnet_b0")(partial(
+    EfficientNetBackbone, "keffnet_b0", pointwise=KGROUP_16, pointwise_at=POINTWISE_ROLES,
+    se_pointwise=KGROUP_16, last_activation=None))

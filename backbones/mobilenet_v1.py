@@ -29,7 +29,8 @@ at Keras' alphas 0.25, 0.5, 0.75, 1).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from functools import partial
+from typing import Callable, Iterable, Optional
 
 from torch import Tensor, nn
 from torchvision.models._utils import _make_divisible
@@ -174,43 +175,16 @@ class MobileNetV1Backbone(Backbone):
         return f"{super().extra_repr()}, width_mult={self.width_mult}"
 
 
-def _family(name: str, defaults: dict[str, Any], doc: str):
-    def factory(
-        *,
-        width_mult: float = 1.0,
-        output_stride: int = 32,
-        pointwise: PointwiseSpec = defaults["pointwise"],
-        pointwise_at: Iterable[str] = POINTWISE_ROLES,
-        spatial: SpatialSpec = "depthwise",
-        spatial_at: Iterable[str] = SPATIAL_ROLES,
-        spatial_positions: Optional[Iterable[int]] = None,
-        activation: ActivationSpec = "relu6",
-        depthwise_activation: ActivationSpec = "relu6",
-        pointwise_activation: ActivationSpec = defaults["pointwise_activation"],
-        norm_eps: float = 1e-5,
-        norm_momentum: float = 0.1,
-    ) -> MobileNetV1Backbone:
-        return MobileNetV1Backbone(
-            name, pointwise=pointwise, pointwise_at=pointwise_at, spatial=spatial,
-            spatial_at=spatial_at, spatial_positions=spatial_positions, width_mult=width_mult,
-            output_stride=output_stride, activation=activation,
-            depthwise_activation=depthwise_activation, pointwise_activation=pointwise_activation,
-            norm_eps=norm_eps, norm_momentum=norm_momentum,
-        )
-
-    factory.__doc__ = doc
-    return factory
-
-
-register_backbone("mobilenet_v1")(_family(
-    "mobilenet_v1", {"pointwise": "dense", "pointwise_activation": "relu6"},
-    "MobileNetV1 (Keras MobileNet layout): ReLU6 after every BN; 3,217,226 params with a 10-class head."))
+# A variant is the backbone class with its name and defaults bound (its overrides are the class'
+# keyword arguments; backbones.backbone_overrides reads them from the partial's signature).
+# MobileNetV1 (Keras MobileNet layout): ReLU6 after every BN; 3,217,226 params with a 10-class head.
+register_backbone("mobilenet_v1")(partial(MobileNetV1Backbone, "mobilenet_v1"))
 
 # gpcMobileNet: gpc-api's gpcType 1/2/3/4 = kgroup with at least 16/32/64/128 input channels per group.
 GPC_MIN_CHANNELS_PER_GROUP = (16, 32, 64, 128)
 for _min_cpg in GPC_MIN_CHANNELS_PER_GROUP:
-    register_backbone(f"gpc_mobilenet_{_min_cpg}")(_family(
-        f"gpc_mobilenet_{_min_cpg}",
-        {"pointwise": {"name": "kgroup", "min_channels_per_group": _min_cpg}, "pointwise_activation": "silu"},
-        f"gpcMobileNet: MobileNetV1 with kgroup(min_channels_per_group={_min_cpg}) pointwise convs and "
-        "SiLU after them (depthwise convs keep ReLU6)."))
+    # gpcMobileNet: kgroup(min_channels_per_group) pointwise convs and SiLU after them (the
+    # depthwise convs keep ReLU6).
+    register_backbone(f"gpc_mobilenet_{_min_cpg}")(partial(
+        MobileNetV1Backbone, f"gpc_mobilenet_{_min_cpg}",
+        pointwise={"name": "kgroup", "min_channels_per_group": _min_cpg}, pointwise_activation="silu"))

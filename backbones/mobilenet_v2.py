@@ -20,6 +20,7 @@ block plays "body", and a head asking for a dropped role gets an error naming th
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Iterable, Optional
 
 from torch import nn
@@ -113,8 +114,8 @@ class MobileNetV2Backbone(Backbone):
     def __init__(
         self,
         name: str = "mobilenet_v2",
-        *,
         expand_ratio: float = 6,
+        *,
         pointwise: PointwiseSpec = "dense",
         pointwise_at: Iterable[str] = ("expand",),
         spatial: SpatialSpec = "depthwise",
@@ -126,14 +127,17 @@ class MobileNetV2Backbone(Backbone):
         activation: ActivationSpec = "relu6",
         expand_activation: ActivationSpec = "relu6",
         depthwise_activation: ActivationSpec = "relu6",
-        norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
         channel_rounding: str = "torchvision",
         cut_after_block: int | None = None,
         last_channels: int | None = None,
         last_bias: bool = False,
         last_activation: ActivationSpec = "same",
+        norm_eps: float = 1e-5,
+        norm_momentum: float = 0.1,
     ) -> None:
         super().__init__(name, output_stride)
+        # Keras' BatchNorm (seed 003): eps 1e-3, momentum 0.999 = 0.001 in PyTorch's convention
+        norm_layer = batch_norm(norm_eps, norm_momentum)
         if not isinstance(width_mult, (int, float)) or not width_mult > 0:
             raise ConfigError(f"width_mult must be > 0, got {width_mult!r}.")
         self.width_mult = width_mult
@@ -210,56 +214,18 @@ class MobileNetV2Backbone(Backbone):
 EXPANSION_RATIOS = (2, 4, 6)
 
 
-def _family(name: str, expand_ratio: int, defaults: dict[str, Any], doc: str):
-    def factory(
-        *,
-        width_mult: float = 1.0,
-        output_stride: int = 32,
-        pointwise: PointwiseSpec = defaults["pointwise"],
-        pointwise_at: Iterable[str] = ("expand",),
-        spatial: SpatialSpec = "depthwise",
-        spatial_at: Iterable[str] = SPATIAL_ROLES,
-        spatial_positions: Optional[Iterable[int]] = None,
-        expand_first_block: bool = defaults["expand_first_block"],
-        activation: ActivationSpec = "relu6",
-        expand_activation: ActivationSpec = defaults["block_activation"],
-        depthwise_activation: ActivationSpec = defaults["block_activation"],
-        channel_rounding: str = "torchvision",
-        cut_after_block: int | None = None,
-        last_channels: int | None = None,
-        last_bias: bool = False,
-        last_activation: ActivationSpec = "same",
-        norm_eps: float = 1e-5,
-        norm_momentum: float = 0.1,
-    ) -> MobileNetV2Backbone:
-        return MobileNetV2Backbone(
-            name, expand_ratio=expand_ratio, pointwise=pointwise, pointwise_at=pointwise_at,
-            spatial=spatial, spatial_at=spatial_at, spatial_positions=spatial_positions,
-            expand_first_block=expand_first_block, width_mult=width_mult,
-            output_stride=output_stride, activation=activation,
-            expand_activation=expand_activation, depthwise_activation=depthwise_activation,
-            channel_rounding=channel_rounding, cut_after_block=cut_after_block,
-            last_channels=last_channels, last_bias=last_bias, last_activation=last_activation,
-            # Keras' BatchNorm (seed 003): eps 1e-3, momentum 0.999 = 0.001 in PyTorch's convention
-            norm_layer=batch_norm(norm_eps, norm_momentum),
-        )
-
-    factory.__doc__ = doc.format(t=expand_ratio)
-    return factory
-
-
-# mv2_e6 is torchvision's mobilenet_v2().features (ReLU6 everywhere, t=1 first block).
-MV2 = {"pointwise": "dense", "expand_first_block": False, "block_activation": "relu6"}
+# A variant is the backbone class with its name, expansion ratio and defaults bound (its overrides
+# are the class' keyword arguments; backbones.backbone_overrides reads them from the partial's
+# signature). mv2_eT: MobileNetV2 with expansion ratio T after the first block; mv2_e6 is
+# torchvision's mobilenet_v2().features (ReLU6 everywhere, t=1 first block).
 # COG-MobileNet (thesis sections 4.1-4.3): every expansion conv is COG(groups=4, overlap=1) + BN,
 # the t=1 first block gets one too (32 -> 32), blocks use SiLU (after the expansion BN and after
 # the depthwise BN; whether SiLU follows the expansion BN is ambiguous in the thesis, hence the
 # expand_activation option). Stem and last conv stay MobileNetV2's (ReLU6), so a comparison
 # measures the block design. With a 1000-class head: 2,175,528 / 2,652,520 / 3,129,512 params.
 COG = {"pointwise": {"name": "cog", "groups": 4, "overlap": 1}, "expand_first_block": True,
-       "block_activation": "silu"}
+       "expand_activation": "silu", "depthwise_activation": "silu"}
 
 for _t in EXPANSION_RATIOS:
-    register_backbone(f"mv2_e{_t}")(_family(
-        f"mv2_e{_t}", _t, MV2, "MobileNetV2 with expansion ratio {t} after the first block."))
-    register_backbone(f"cog_e{_t}")(_family(
-        f"cog_e{_t}", _t, COG, "COG-MobileNet with expansion ratio {t} after the first block."))
+    register_backbone(f"mv2_e{_t}")(partial(MobileNetV2Backbone, f"mv2_e{_t}", _t))
+    register_backbone(f"cog_e{_t}")(partial(MobileNetV2Backbone, f"cog_e{_t}", _t, **COG))

@@ -116,34 +116,13 @@ class SimpleCNNBackbone(Backbone):
         return f"{super().extra_repr()}, width_mult={self.width_mult}"
 
 
-def _family(name: str, spatial: SpatialSpec, positions: Optional[tuple[int, ...]], doc: str):
-    def factory(
-        *,
-        spatial: SpatialSpec = spatial,
-        spatial_at: Iterable[str] = SPATIAL_ROLES,
-        spatial_positions: Optional[Iterable[int]] = positions,
-        width_mult: float = 1.0,
-        output_stride: int = 32,
-        bias: bool = True,
-        activation: ActivationSpec = "relu",
-        norm_eps: float = 1e-5,
-        norm_momentum: float = 0.1,
-    ) -> SimpleCNNBackbone:
-        return SimpleCNNBackbone(name, spatial=spatial, spatial_at=spatial_at,
-                                 spatial_positions=spatial_positions, width_mult=width_mult,
-                                 output_stride=output_stride, bias=bias, activation=activation,
-                                 norm_eps=norm_eps, norm_momentum=norm_momentum)
-
-    factory.__doc__ = doc
-    return factory
-
-
-VARIANTS: dict[str, tuple[Any, Optional[tuple[int, ...]], str]] = {
-    "simple_cnn": ("standard", None, "Seed 001's DogBreedClassificationCNN: seven standard 3x3 convs."),
-    "simple_dsc": ("depthwise_separable", (1, 2, 3, 4, 5, 6),
-                   "Seed 001's DogBreedClassificationDSC: layers 2-7 depthwise separable."),
-    "simple_deform": ("deform", (1, 3, 5),
-                      "Seed 001's DogBreedClassificationDeformableCNN: layers 2, 4, 6 deformable."),
-}
-for _name, (_spatial, _positions, _doc) in VARIANTS.items():
-    register_backbone(_name)(_family(_name, _spatial, _positions, _doc))
+# A variant is the backbone class with its name and defaults bound (its overrides are the class'
+# keyword arguments; backbones.backbone_overrides reads them from the partial's signature).
+# DogBreedClassificationCNN: seven standard 3x3 convs.
+register_backbone("simple_cnn")(partial(SimpleCNNBackbone, "simple_cnn", spatial="standard"))
+# DogBreedClassificationDSC: layers 2-7 depthwise separable.
+register_backbone("simple_dsc")(partial(SimpleCNNBackbone, "simple_dsc", spatial="depthwise_separable",
+                                        spatial_positions=(1, 2, 3, 4, 5, 6)))
+# DogBreedClassificationDeformableCNN: layers 2, 4, 6 deformable.
+register_backbone("simple_deform")(partial(SimpleCNNBackbone, "simple_deform", spatial="deform",
+                                           spatial_positions=(1, 3, 5)))
