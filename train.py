@@ -27,6 +27,7 @@ from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
+from data.facts import dataset_facts
 from errors import ConfigError
 import cogsuite.run_dirs  # noqa: F401 - registers the run-folder resolvers used by configs/hydra
 from cogsuite import cluster
@@ -53,23 +54,6 @@ from cogsuite.runtime import (
 from cogsuite.suite_checkpoint import check_resumable, check_weights_fit, read_suite_checkpoint
 
 log = logging.getLogger("train")
-
-
-def _fill_num_classes(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
-    """``data.num_classes=null`` means "what the dataset holds": record that count in the config
-    (the model and the checkpoint's stored config) and in the datamodule's hyper-parameters
-    (Lightning requires both modules' hyper-parameters to agree)."""
-    if cfg.model.get("num_classes") is not None:
-        return
-    found = int(datamodule.num_classes)
-    with open_dict(cfg):
-        if "num_classes" in cfg.data:
-            cfg.data.num_classes = found
-        if cfg.model.get("num_classes") is None:
-            cfg.model.num_classes = found
-    hparams = dict(getattr(datamodule, "hparams", {}))
-    if hparams.get("num_classes", found) is None:
-        datamodule.save_hyperparameters({**hparams, "num_classes": found})
 
 
 def _best_checkpoint_callback(trainer: L.Trainer, monitor: str):
@@ -163,11 +147,12 @@ def _train(cfg: DictConfig, origin: dict[str, Any] | None) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
-    # The datamodule first: a missing dataset stops here, before any model is built.
+    # The datamodule first: a missing dataset stops here, before any model is built. Its facts
+    # flow one way into the model (data.facts): num_classes=null becomes the count found.
     datamodule: L.LightningDataModule = instantiate_node(cfg.data, "data")
-    getattr(datamodule, "class_names", None)  # indexes the dataset now (lazy datamodules)
-    _fill_num_classes(cfg, datamodule)
-    model: L.LightningModule = instantiate_node(cfg.model, "model")
+    facts = dataset_facts(datamodule)
+    model: L.LightningModule = instantiate_node(cfg.model, "model", **facts.model_arguments(cfg.model))
+    model.use_dataset_facts(facts)
     if cfg.get("ckpt_path"):  # refuse another task/architecture or a broken file before Lightning reads it
         checkpoint = read_suite_checkpoint(cfg.ckpt_path)
         if cfg.get("train", True):
@@ -182,7 +167,7 @@ def _train(cfg: DictConfig, origin: dict[str, Any] | None) -> dict[str, Any]:
     guard = NonFiniteLossGuard(cfg.get("on_nonfinite_loss", "stop"),
                                cfg.get("max_consecutive_skips", 20), cfg.get("max_loss_growth", 1e4))
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks") + [
-        StoreConfigInCheckpoint(cfg), EpochSeedCallback(cfg.seed), guard]
+        StoreConfigInCheckpoint(cfg, facts), EpochSeedCallback(cfg.seed), guard]
     loggers = instantiate_group(cfg.get("logger"), "logger")
     requeue = next((cb for cb in callbacks if isinstance(cb, RequeueOnSignal)), None)
     trainer = build_trainer(cfg, callbacks, loggers,

@@ -5,14 +5,13 @@ import argparse
 import math
 import statistics
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.task_steps import Size
 from benchmarks.throughput_models import ModelResult
-from benchmarks.timing import spread_percent, table
+from benchmarks.timing import clock_reader, spread_percent, table, time_interleaved
 
 
 def synthetic_train_dataset(task: str, root: Path, image_size: int, source_size: int, count: int):
@@ -41,17 +40,16 @@ def benchmark_data(task: str, root: Path, image_size: int, source_size: int, cou
     """Images/s of ``dataset[i]`` (read + decode + augment + to tensor), one pass per repeat;
     ``clock="cpu"`` divides by this process's CPU seconds instead."""
     dataset = synthetic_train_dataset(task, root, image_size, source_size, count)
-    read = time.perf_counter if clock == "wall" else time.process_time
     n = min(count, len(dataset))
-    for i in range(min(3, n)):  # warm-up: imports, first-call caches
+    for i in range(min(3, n)):  # warm-up: imports, first-call caches (a few samples, not a pass)
         dataset[i]
-    rates = []
-    for _ in range(repeats):
-        start = read()
+
+    def one_pass() -> None:
         for i in range(n):
             dataset[i]
-        rates.append(n / (read() - start))
-    return rates
+
+    seconds = time_interleaved({"pass": one_pass}, repeats, warmup=0, read=clock_reader(clock))["pass"]
+    return [n / s for s in seconds]
 
 
 def report_data(args: argparse.Namespace, sizes: Mapping[str, Size],

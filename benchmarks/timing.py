@@ -1,10 +1,9 @@
-"""Devices, the one clock-aware timer of interleaved runs, and their statistics."""
+"""Devices, the one clock-aware timer of interleaved runs (``cogsuite.timer``), and their statistics."""
 from __future__ import annotations
 
 import contextlib
 import os
 import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import machine_description, markdown_table
+# The one clock-aware timer, shared with tasks/ (re-exported here for the benchmarks).
+from cogsuite.timer import CLOCKS, clock_reader, time_interleaved  # noqa: F401
 from errors import ConfigError
 
 
@@ -106,43 +107,6 @@ def oversubscribed() -> bool:
     if not hasattr(os, "getloadavg") or torch.get_num_threads() < 2:
         return False
     return os.getloadavg()[0] > (os.cpu_count() or 1)
-
-
-CLOCKS = ("wall", "cpu")
-
-
-def clock_reader(clock: str) -> Callable[[], float]:
-    """Seconds now on ``clock``: "wall" (``perf_counter``) or "cpu" (this process's CPU time)."""
-    if clock not in CLOCKS:
-        raise ConfigError(f"clock must be one of {CLOCKS}, got {clock!r}")
-    return time.perf_counter if clock == "wall" else time.process_time
-
-
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int, calls: int = 1,
-                     read: Callable[[], float] = time.perf_counter,
-                     synchronize: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
-    """The suite's one benchmark timer: seconds of ``calls`` calls, ``repeats`` samples per function.
-
-    Each function gets ``warmup`` untimed calls first; then every repeat times each function
-    once, the order rotated by one per repeat so no function always runs right after another
-    and slow drift of the machine hits them alike. ``synchronize`` runs at both clock readings
-    (CUDA work is waited for); ``read`` is the clock (``clock_reader``).
-    """
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
-            synchronize()
-            start = read()
-            for _ in range(calls):
-                fns[name]()
-            synchronize()
-            seconds[name].append(read() - start)
-    return seconds
 
 
 def time_runs(steps: Mapping[str, Callable[[], Any]], runtime: Runtime, num_steps: int,

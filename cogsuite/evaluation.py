@@ -26,6 +26,7 @@ from cogsuite.runtime import (
     write_json,
 )
 from cogsuite.suite_checkpoint import build_task, instantiate_data, read_suite_checkpoint, rebase_data_paths
+from data.facts import dataset_facts
 from errors import ConfigError
 from tasks.classification_report import format_classification_report
 
@@ -103,7 +104,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(run_cfg.seed, workers=True)
 
     datamodule = instantiate_data(run_cfg.data, ckpt_path)
-    model = apply_channels_last(load_task(checkpoint, ckpt_path), bool(run_cfg.channels_last))
+    model = load_task(checkpoint, ckpt_path).use_dataset_facts(dataset_facts(datamodule))
+    model = apply_channels_last(model, bool(run_cfg.channels_last))
     trainer = build_trainer(run_cfg, callbacks=[], loggers=[])
     trainer.test(model, datamodule=datamodule)
     metrics = metrics_to_dict(trainer.callback_metrics)

@@ -30,8 +30,16 @@ class StoreConfigInCheckpoint(L.Callback):
     """Writes the resolved run config into every checkpoint, so eval.py and backbone transfer
     can rebuild task, backbone and data settings from the checkpoint alone."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, facts: Any = None) -> None:
         self.config = OmegaConf.to_container(cfg, resolve=True)
+        if facts is not None:
+            # The record holds what ran: a ``num_classes: null`` ("what the dataset holds") is
+            # stored as the count the datamodule found (``data.facts``); the run's own config is
+            # left as given.
+            for node in ("data", "model"):
+                section = self.config.get(node)
+                if isinstance(section, dict) and "num_classes" in section and section["num_classes"] is None:
+                    section["num_classes"] = int(facts.num_classes)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.config

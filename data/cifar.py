@@ -27,6 +27,7 @@ from data.cifar_transforms import (AUGMENTATIONS, check_normalize, cifar_eval_tr
                                    cifar_train_transform)
 from data.device_transforms import Normalization
 from data.errors import DatasetNotFoundError, check_num_classes
+from data.facts import record_found_num_classes
 from data.image_folder import held_out_count
 from data.registry import register_datamodule
 from data.split_datamodule import SplitDataModule
@@ -169,6 +170,7 @@ class CIFAR10DataModule(SplitDataModule):
         check_num_classes(hp.num_classes, train.class_names, f"batches.meta in '{hp.root}'")
         self._train, self._test = train, test
         self._split = stratified_indices(train.labels, hp.val_fraction, hp.seed)
+        record_found_num_classes(self, len(train.class_names))
 
     @property
     def input_normalization(self) -> Normalization:

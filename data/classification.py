@@ -6,13 +6,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from data.bad_files import report_bad_files
+from data.checked_datamodule import CheckedImageFolder
+from data.facts import record_found_num_classes
 from data.image_folder import (
     LAYOUTS,
     ClassificationSplit,
     Sample,
     build_classification_split,
-    check_image_folder,
     dataset_name,
     index_classification_dataset,
 )
@@ -91,11 +91,11 @@ class ImageFolderDataModule(SplitDataModule):
         if self._split is None:
             hp = self.hparams
             index = index_classification_dataset(hp.root, hp.layout, hp.include_background, hp.include_clutter)
-            check, bad_paths = check_image_folder(index)
-            report_bad_files([check], dataset_name(hp.layout), hp.skip_bad_files)
+            checked = CheckedImageFolder(index)
+            self.check_and_prune([checked], dataset_name(hp.layout))
             split = build_classification_split(
                 hp.root, hp.layout, hp.val_fraction, hp.seed, hp.top_fraction, hp.include_background,
-                hp.include_clutter, exclude=bad_paths, index=index,
+                hp.include_clutter, exclude=checked.left_out, index=index,
             )
             if hp.num_classes is not None and hp.num_classes != split.num_classes:
                 raise ConfigError(
@@ -105,6 +105,7 @@ class ImageFolderDataModule(SplitDataModule):
                     + ". Set data.num_classes=null to use what is found, or point data.root at the right dataset."
                 )
             self._split = split
+            record_found_num_classes(self, split.num_classes)
         return self._split
 
     @property

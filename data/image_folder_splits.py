@@ -35,11 +35,12 @@ import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
-from data.bad_files import report_bad_files  # noqa: E402
+from data.checked_datamodule import CheckedImageFolder  # noqa: E402
+from data.facts import record_found_num_classes  # noqa: E402
 from data.classification import ImageClassificationDataset  # noqa: E402
 from data.classification_pipeline import RandomResizedCropPipeline  # noqa: E402
 from data.image_folder import (  # noqa: E402
-    ClassificationSplit, ImageFolderIndex, Sample, check_image_folder, index_image_folder,
+    ClassificationSplit, ImageFolderIndex, Sample, index_image_folder,
     leave_out_samples, stratified_split,
 )
 from data.io import read_rgb  # noqa: E402
@@ -161,12 +162,9 @@ class ImageFolderSplitsDataModule(SplitDataModule):
         else:
             indexes = {"all": index_image_folder(root)}
             names = indexes["all"].class_names
-        checks, bad = [], set()
-        for index in indexes.values():
-            check, bad_paths = check_image_folder(index)
-            checks.append(check)
-            bad |= bad_paths
-        report_bad_files(checks, f"the image folder '{root}'", hp.skip_bad_files)
+        checked = [CheckedImageFolder(index) for index in indexes.values()]
+        self.check_and_prune(checked, f"the image folder '{root}'")
+        bad = set().union(*(part.left_out for part in checked))
 
         if self.layout == "split_folders":
             train_index = indexes["train"]
@@ -190,6 +188,7 @@ class ImageFolderSplitsDataModule(SplitDataModule):
             raise ConfigError(f"data.num_classes={hp.num_classes} but '{root}' has {len(names)} classes "
                               f"({', '.join(names[:10])}); set data.num_classes=null to use what is found.")
         self._class_names = list(names)
+        record_found_num_classes(self, len(names))
         self._splits = {"train": kept.train, "val": kept.val, "test": test}
 
     @property

@@ -6,13 +6,13 @@ folders have no test set of their own and serve the held-out split twice); the l
 """
 from __future__ import annotations
 
-import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from data.checked_datamodule import CheckedDataModule
 from data.loaders import split_loader
 
 
-class SplitDataModule(L.LightningDataModule):
+class SplitDataModule(CheckedDataModule):
     """Train / validation / test loaders over the datasets ``setup`` builds."""
 
     train_dataset: Dataset | None = None

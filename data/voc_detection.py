@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from data.bad_files import BadFile, SampleCheck, SplitCheck, report_bad_files
+from data.bad_files import BadFile, SampleCheck, SplitCheck
+from data.checked_datamodule import CheckedDataModule
 from data.check_runner import check_samples
 from data.detection_pipeline import detection_normalization, eval_pipeline, train_pipeline
 from data.detection_transforms import AUGMENTATIONS, NORMALIZATIONS
@@ -284,6 +284,11 @@ class VOCDetection(Dataset):
             params={"kind": "voc_detection", "class_names": self.class_names, "tolerance": tolerance},
             label=f"{self.voc_dir.name} {self.split}")
 
+    @property
+    def check_key(self) -> tuple:
+        """Which files ``check`` reads (datasets with equal keys are checked once)."""
+        return (self.voc_dir, self.split, tuple(self.ids))
+
     def leave_out(self, ids: set[str]) -> None:
         """Drop the samples of ``ids`` (bad files skipped with ``skip_bad_files``)."""
         self.ids = [i for i in self.ids if i not in ids]
@@ -345,7 +350,7 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor
 
 
 @register_datamodule
-class VOCDetectionDataModule(L.LightningDataModule):
+class VOCDetectionDataModule(CheckedDataModule):
     """VOC detection for SSD: ``years`` and ``train_split`` make the training set (VOC2007
     trainval, or 07+12 trainval), validation and test read ``eval_year``'s ``val_split`` /
     ``test_split`` (VOC2007 test; VOC2012 test annotations are not public).
@@ -363,6 +368,9 @@ class VOCDetectionDataModule(L.LightningDataModule):
     training) and reports all bad files in one ``BadFilesError``, or leaves their samples out
     with ``skip_bad_files``; see ``data.bad_files``.
     """
+
+    dataset_name = DATASET_NAME
+    clip_tolerance = BOX_EDGE_TOLERANCE_PX
 
     def __init__(
         self,
@@ -482,24 +490,12 @@ class VOCDetectionDataModule(L.LightningDataModule):
         # ``fit`` checks the test split too: it is read after training, too late to learn of a bad file.
         if stage in (None, "fit", "test") and self.test_set is None:
             test_set = self._eval_set(self.test_split)
-        self._check([*train_parts, *val_parts, test_set])
+        self.check_and_prune([*train_parts, *val_parts, test_set])
         if train_parts:
             self.train_set = _concat(train_parts)
         if val_parts:
             self.val_set = _concat(val_parts)
         self.test_set = test_set or self.test_set
-
-    def _check(self, datasets: Sequence[VOCDetection | None]) -> None:
-        """Check every sample of ``datasets`` (each set of files once), report all bad files
-        together or leave them out."""
-        checks: dict[tuple, SplitCheck] = {}
-        for dataset in filter(None, datasets):
-            key = (dataset.voc_dir, dataset.split, tuple(dataset.ids))
-            if key not in checks:
-                checks[key] = dataset.check()
-        report_bad_files(list(checks.values()), DATASET_NAME, self.skip_bad_files, BOX_EDGE_TOLERANCE_PX)
-        for dataset in filter(None, datasets):
-            dataset.leave_out(checks[(dataset.voc_dir, dataset.split, tuple(dataset.ids))].bad_keys)
 
     def _loader_options(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "num_workers": self.num_workers,

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from data.bad_files import BadFile, SampleCheck, SplitCheck, report_bad_files
+from data.bad_files import BadFile, SampleCheck, SplitCheck
+from data.checked_datamodule import CheckedDataModule
 from data.check_runner import check_samples
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem, mask_problem
@@ -164,6 +164,11 @@ class VOCSegmentation(Dataset):
             params={"kind": "voc_segmentation", "num_classes": self.num_classes, "ignore_index": self.ignore_index},
             label=f"{self.voc_dir.name} {self.split} ({self.mask_dir})")
 
+    @property
+    def check_key(self) -> tuple:
+        """Which files ``check`` reads (datasets with equal keys are checked once)."""
+        return (self.split, self.mask_dir)
+
     def leave_out(self, ids: set[str]) -> None:
         """Drop the samples of ``ids`` (bad files skipped with ``skip_bad_files``)."""
         keep = [n for n, i in enumerate(self.ids) if i not in ids]
@@ -217,7 +222,7 @@ def collate_same_size(batch: list[tuple[torch.Tensor, torch.Tensor]]):
 
 
 @register_datamodule
-class VOCSegmentationDataModule(L.LightningDataModule):
+class VOCSegmentationDataModule(CheckedDataModule):
     """VOC2012 segmentation (optionally SBD-augmented training set) for DeepLabv3.
 
     ``root`` is the folder holding ``VOCdevkit``. Training uses random scale (``scale_range``),
@@ -231,6 +236,8 @@ class VOCSegmentationDataModule(L.LightningDataModule):
     train, val and test, and reports all bad files in one ``BadFilesError``, or leaves their
     samples out with ``skip_bad_files``; see ``data.bad_files``.
     """
+
+    dataset_name = "PASCAL VOC2012 segmentation"
 
     def __init__(
         self,
@@ -304,14 +311,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         new = {stage: self._new_dataset(stage) for stage in dict.fromkeys(stages) if stage not in self.datasets}
         if not new:
             return
-        checks: dict[tuple[str, str], SplitCheck] = {}
-        for dataset in new.values():
-            key = (dataset.split, dataset.mask_dir)
-            if key not in checks:
-                checks[key] = dataset.check()
-        report_bad_files(list(checks.values()), "PASCAL VOC2012 segmentation", self.skip_bad_files)
-        for dataset in new.values():
-            dataset.leave_out(checks[(dataset.split, dataset.mask_dir)].bad_keys)
+        self.check_and_prune(new.values())
         self.datasets.update(new)
 
     def setup(self, stage: str | None = None) -> None:

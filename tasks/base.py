@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from data.device_transforms import Normalization, prepare_batch_images
+from data.facts import DatasetFacts
 
 from cogsuite.checkpoint_keys import SUITE_KEY  # written by on_save_checkpoint
 from errors import ConfigError
@@ -161,16 +162,16 @@ class TaskBase(L.LightningModule):
             batch = (images, *batch[1:])
         return batch
 
-    def setup(self, stage: str) -> None:
-        # Class names are discovered by the datamodule (folder names, VOC lists); per-class
-        # metrics are logged under them.
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        names = getattr(datamodule, "class_names", None)
-        if names:
-            self.class_names = list(names)
-        normalization = getattr(datamodule, "input_normalization", None)
-        if normalization is not None:
-            self.input_normalization = normalization
+    def use_dataset_facts(self, facts: DatasetFacts) -> TaskBase:
+        """Take what the datamodule reported (``data.facts.dataset_facts``): class names for the
+        per-class metrics, the input normalisation of its uint8 batches. Called by whoever builds
+        the model beside the datamodule (train.py, eval.py); the task never reads the datamodule
+        through the trainer. ``num_classes`` goes through the constructor instead."""
+        if facts.class_names:
+            self.class_names = list(facts.class_names)
+        if facts.input_normalization is not None:
+            self.input_normalization = facts.input_normalization
+        return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         spec = backbone_spec(self.hparams["backbone"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from data.device_transforms import Normalization, prepare_batch_images
+from cogsuite.timer import Stopwatch
 from errors import ConfigError
 from heads.priors import ASPECT_RATIOS, BOX_SIZES, REFERENCE_IMAGE_SIZE, SHRINKAGES
 from heads.ssd_lite import (
@@ -271,24 +271,22 @@ class DetectionTask(TaskBase):
         trainer's precision context when there is one.
         """
         context = self._precision_context()
-        synchronize = torch.cuda.synchronize if images.is_cuda else (lambda: None)
+        watch = Stopwatch(("wall",), torch.cuda.synchronize if images.is_cuda else None)
         warmup, runs = self.hparams.speed_test_warmup, self.hparams.speed_test_runs
         hp = self.hparams
         forward_ms, total_ms = [], []
         with context:
             for step in range(warmup + runs):
                 image = images[step % images.shape[0]][None]
-                synchronize()
-                start = time.perf_counter()
+                start = watch.read()
                 scores, boxes = decode(self(image))
-                synchronize()
-                middle = time.perf_counter()
+                middle = watch.read()
                 select_detections(scores, boxes, image.shape[-2:], hp.score_thresh, hp.nms_iou,
                                   hp.max_detections, hp.candidates_per_class, hp.clip_boxes)
-                synchronize()
+                stop = watch.read()
                 if step >= warmup:
-                    forward_ms.append((middle - start) * 1000.0)
-                    total_ms.append((time.perf_counter() - start) * 1000.0)
+                    forward_ms.append(watch.elapsed_ms(start, middle)[0])
+                    total_ms.append(watch.elapsed_ms(start, stop)[0])
         return statistics.median(forward_ms), statistics.median(total_ms)
 
     def _precision_context(self):

@@ -3,7 +3,7 @@ milliseconds per image per CPU").
 
 The model is copied to the CPU in eval mode and run under ``torch.inference_mode`` on the first
 ``images`` test images one at a time (after ``warmup`` untimed ones). Each forward is measured by
-the process's CPU time (user + system, ``time.process_time``), which counts the work itself and
+the process's CPU time (user + system, ``cogsuite.timer``'s "cpu" clock), which counts the work itself and
 survives a machine shared with other jobs better than wall time; the wall time is reported beside
 it. Data loading and the task's input normalisation are not timed.
 """
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from typing import Any
 
 import torch
 from torch import nn
+
+from cogsuite.timer import Stopwatch
 
 
 def cpu_ms_per_image(model: nn.Module, dataset: Any, images: int = 100, warmup: int = 5) -> dict[str, float]:
@@ -24,6 +25,7 @@ def cpu_ms_per_image(model: nn.Module, dataset: Any, images: int = 100, warmup: 
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
     cpu_model = copy.deepcopy(model).to("cpu").eval()
+    watch = Stopwatch(("cpu", "wall"))
     count = min(images, len(dataset))
     cpu, wall = [], []
 
@@ -38,9 +40,10 @@ def cpu_ms_per_image(model: nn.Module, dataset: Any, images: int = 100, warmup: 
             cpu_model(image(i))
         for i in range(count):
             x = image(i)
-            c0, w0 = time.process_time(), time.perf_counter()
+            start = watch.read()
             cpu_model(x)
-            cpu.append((time.process_time() - c0) * 1e3)
-            wall.append((time.perf_counter() - w0) * 1e3)
+            cpu_ms, wall_ms = watch.elapsed_ms(start, watch.read())
+            cpu.append(cpu_ms)
+            wall.append(wall_ms)
     return {"cpu_ms_per_image": statistics.median(cpu), "wall_ms_per_image": statistics.median(wall),
             "images": count, "threads": torch.get_num_threads()}

@@ -147,7 +147,7 @@ class SegmentationTask(TaskBase):
         self.test_confmat.reset()
 
     def _class_names(self) -> list[str]:
-        """Metric-key-safe class names (the datamodule's, set in ``TaskBase.setup``, else class<i>)."""
+        """Metric-key-safe class names (the datamodule's, given by ``TaskBase.use_dataset_facts``, else class<i>)."""
         names = self.class_names
         if len(names) != self.hparams.num_classes:
             names = [f"class{i}" for i in range(self.hparams.num_classes)]

@@ -428,11 +428,12 @@ def test_thesis_schedule_is_stepped_per_epoch_one_epoch_ahead():
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["mv2_e2", "cog_e2"])
 def test_fast_dev_run_on_voc_fixture(backbone, tmp_path, fixtures_dir):
+    from data.facts import dataset_facts
     from data.voc_detection import VOCDetectionDataModule
 
     datamodule = VOCDetectionDataModule(fixtures_dir, batch_size=2, num_workers=0, image_size=160)
     task = DetectionTask({"name": backbone, "width_mult": 0.35}, num_classes=20, speed_test_runs=2,
-                         speed_test_warmup=1)
+                         speed_test_warmup=1).use_dataset_facts(dataset_facts(datamodule))
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(task, datamodule)

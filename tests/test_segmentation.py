@@ -218,6 +218,7 @@ def make_trainer(**kwargs) -> L.Trainer:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mv2_e2", "cog_e2"])
 def test_fit_and_test_on_voc2012_fixture(voc_root, name):
+    from data.facts import dataset_facts
     from data.voc_segmentation import VOC_SEG_CLASSES, VOCSegmentationDataModule
 
     L.seed_everything(0)
@@ -226,7 +227,7 @@ def test_fit_and_test_on_voc2012_fixture(voc_root, name):
         small_backbone(name), num_classes=21,
         scheduler={"name": "warmup_cosine", "warmup_epochs": 1, "warmup_start_factor": 0.01,
                    "min_lr_factor": 0.01},
-    )
+    ).use_dataset_facts(dataset_facts(datamodule))
     trainer = make_trainer(max_epochs=2, num_sanity_val_steps=0)
     trainer.fit(task, datamodule=datamodule)
     assert trainer.global_step == 2
