@@ -256,10 +256,11 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int,
 
 def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int,
                  pin_memory: bool = True, persistent_workers: bool = True,
-                 skip_unreadable: bool = False) -> DataLoader:
-    """``train_loader`` or ``eval_loader`` for a classification split. A last training batch of
-    one sample breaks BatchNorm, so it is dropped whenever the split holds more than a batch."""
-    options = {"batch_size": batch_size, "num_workers": num_workers,
+                 skip_unreadable: bool = False, collate_fn: Callable | None = None) -> DataLoader:
+    """``train_loader`` or ``eval_loader`` for a split of any datamodule. A last training batch of
+    one sample breaks BatchNorm (the classifier's, ASPP's image pooling, SSD's 1x1 extra), so it
+    is dropped whenever the split holds more than a batch."""
+    options = {"batch_size": batch_size, "num_workers": num_workers, "collate_fn": collate_fn,
                "pin_memory": pin_memory and torch.cuda.is_available(),
                "persistent_workers": persistent_workers, "skip_unreadable": skip_unreadable}
     if train:

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from data.bad_files import BadFile, SampleCheck, SplitCheck
-from data.checked_datamodule import CheckedDataModule
 from data.check_runner import check_samples
 from data.detection_pipeline import detection_normalization, eval_pipeline, train_pipeline
 from data.detection_transforms import AUGMENTATIONS, NORMALIZATIONS
@@ -26,7 +25,7 @@ from data.device_transforms import Normalization
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem
 from data.io import read_rgb
-from data.loaders import eval_loader, train_loader
+from data.split_datamodule import STAGE_OF_SPLIT, SplitDataModule
 from data.registry import register_datamodule
 from errors import ConfigError, DataError
 
@@ -350,7 +349,7 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor
 
 
 @register_datamodule
-class VOCDetectionDataModule(CheckedDataModule):
+class VOCDetectionDataModule(SplitDataModule):
     """VOC detection for SSD: ``years`` and ``train_split`` make the training set (VOC2007
     trainval, or 07+12 trainval), validation and test read ``eval_year``'s ``val_split`` /
     ``test_split`` (VOC2007 test; VOC2012 test annotations are not public).
@@ -424,9 +423,9 @@ class VOCDetectionDataModule(CheckedDataModule):
             read_split_ids(self.year_dirs[year], train_split)
         for split in dict.fromkeys((val_split, test_split)):
             read_split_ids(self.year_dirs[self.eval_year], split)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: VOCDetection | None = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: VOCDetection | None = None
 
     @property
     def input_normalization(self) -> Normalization:
@@ -482,40 +481,44 @@ class VOCDetectionDataModule(CheckedDataModule):
         train_parts: list[VOCDetection] = []
         val_parts: list[VOCDetection] = []
         test_set = None
-        if stage in (None, "fit") and self.train_set is None:
+        if stage in (None, "fit") and self.train_dataset is None:
             train_parts = self._train_parts(held, validation=False)
-        if stage in (None, "fit", "validate") and self.val_set is None:
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
             val_parts = (self._train_parts(held, validation=True) if self.val_fraction > 0
                          else [self._eval_set(self.val_split)])
         # ``fit`` checks the test split too: it is read after training, too late to learn of a bad file.
-        if stage in (None, "fit", "test") and self.test_set is None:
+        if stage in (None, "fit", "test") and self.test_dataset is None:
             test_set = self._eval_set(self.test_split)
         self.check_and_prune([*train_parts, *val_parts, test_set])
         if train_parts:
-            self.train_set = _concat(train_parts)
+            self.train_dataset = _concat(train_parts)
         if val_parts:
-            self.val_set = _concat(val_parts)
-        self.test_set = test_set or self.test_set
+            self.val_dataset = _concat(val_parts)
+        self.test_dataset = test_set or self.test_dataset
 
-    def _loader_options(self) -> dict[str, Any]:
+    # One base (data.split_datamodule): detection's batch format; the last SSD extra layer is
+    # 1x1, so a ragged training batch of one image is dropped there as everywhere.
+    def loader_options(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "num_workers": self.num_workers,
-                "collate_fn": collate_detection, "pin_memory": self.pin_memory,
-                "persistent_workers": self.persistent_workers, "skip_unreadable": self.skip_bad_files}
+                "pin_memory": self.pin_memory, "persistent_workers": self.persistent_workers}
 
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        # The last SSD extra layer is 1x1: a training batch of one image would give BatchNorm a
-        # single value per channel, so drop a ragged last batch whenever a full one exists.
-        return train_loader(self.train_set, drop_last=len(self.train_set) > self.batch_size,
-                            **self._loader_options())
+    def collate(self, train: bool) -> Callable:
+        return collate_detection
 
-    def val_dataloader(self) -> DataLoader:
-        if self.val_set is None:
-            self.setup("validate")
-        return eval_loader(self.val_set, **self._loader_options())
+    def split_dataset(self, split: str) -> Dataset | None:
+        if getattr(self, f"{split}_dataset") is None:
+            self.setup(STAGE_OF_SPLIT[split])
+        return getattr(self, f"{split}_dataset")
 
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            self.setup("test")
-        return eval_loader(self.test_set, **self._loader_options())
+    # The names this datamodule had before the common base.
+    @property
+    def train_set(self) -> Dataset | None:
+        return self.train_dataset
+
+    @property
+    def val_set(self) -> Dataset | None:
+        return self.val_dataset
+
+    @property
+    def test_set(self) -> VOCDetection | None:
+        return self.test_dataset

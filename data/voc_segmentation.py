@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from data.bad_files import BadFile, SampleCheck, SplitCheck
-from data.checked_datamodule import CheckedDataModule
 from data.check_runner import check_samples
 from data.errors import DatasetNotFoundError, check_num_classes
 from data.file_checks import image_problem, mask_problem
 from data.io import read_rgb
-from data.loaders import eval_loader, train_loader
+from data.split_datamodule import SplitDataModule
 from data.registry import register_datamodule
 from data.segmentation_pipeline import SegmentationTrainPipeline
 from data.segmentation_transforms import IGNORE_INDEX, eval_transform
@@ -222,7 +222,7 @@ def collate_same_size(batch: list[tuple[torch.Tensor, torch.Tensor]]):
 
 
 @register_datamodule
-class VOCSegmentationDataModule(CheckedDataModule):
+class VOCSegmentationDataModule(SplitDataModule):
     """VOC2012 segmentation (optionally SBD-augmented training set) for DeepLabv3.
 
     ``root`` is the folder holding ``VOCdevkit``. Training uses random scale (``scale_range``),
@@ -328,24 +328,30 @@ class VOCSegmentationDataModule(CheckedDataModule):
                     "the validation images (the usual train_aug.txt excludes VOC2012 val)"
                 )
 
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train")
-        # The image-pooling branch of ASPP has BatchNorm on 1x1 maps: a last training batch of
-        # one image would make it fail, so incomplete training batches are dropped.
-        return train_loader(dataset, self.batch_size, self.num_workers, default_collate,
-                            self._pin_memory(), self.persistent_workers,
-                            drop_last=len(dataset) > self.batch_size, skip_unreadable=self.skip_bad_files)
+    # One base (data.split_datamodule): the image-pooling branch of ASPP has BatchNorm on 1x1
+    # maps, so a ragged last training batch of one image is dropped there; evaluation runs whole
+    # images at batch 1 (exact VOC evaluation) unless val_size pads them to one size.
+    def loader_options(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "num_workers": self.num_workers,
+                "pin_memory": self.pin_memory, "persistent_workers": self.persistent_workers}
 
-    def _eval_loader(self, stage: str) -> DataLoader:
-        batch_size = 1 if self.val_size is None else self.batch_size
-        return eval_loader(self.dataset(stage), batch_size, self.num_workers, collate_same_size,
-                           self._pin_memory(), self.persistent_workers, skip_unreadable=self.skip_bad_files)
+    def collate(self, train: bool) -> Callable:
+        return default_collate if train else collate_same_size
 
-    def _pin_memory(self) -> bool:
-        return self.pin_memory and torch.cuda.is_available()
+    def eval_batch_size(self) -> int:
+        return 1 if self.val_size is None else self.batch_size
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+    def split_dataset(self, split: str) -> VOCSegmentation:
+        return self.dataset(split)  # built and checked on first use, that split alone
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    @property
+    def train_dataset(self) -> VOCSegmentation | None:
+        return self.datasets.get("train")
+
+    @property
+    def val_dataset(self) -> VOCSegmentation | None:
+        return self.datasets.get("val")
+
+    @property
+    def test_dataset(self) -> VOCSegmentation | None:
+        return self.datasets.get("test")

@@ -56,3 +56,15 @@ def test_every_file_reading_datamodule_checks_through_the_base(datamodule):
     assert issubclass(datamodule, CheckedDataModule)
     source = inspect.getsource(inspect.getmodule(datamodule))
     assert "check_and_prune(" in source and "report_bad_files(" not in source
+
+
+@pytest.mark.parametrize("datamodule", [ImageFolderDataModule, ImageFolderSplitsDataModule,
+                                        VOCDetectionDataModule, VOCSegmentationDataModule])
+def test_every_datamodule_is_served_by_the_one_split_base(datamodule):
+    from data.cifar import CIFAR10DataModule
+    from data.split_datamodule import SplitDataModule
+
+    assert issubclass(datamodule, SplitDataModule) and issubclass(CIFAR10DataModule, SplitDataModule)
+    # The loaders are the base's; a datamodule only says what differs (collate, eval batch, ...).
+    for hook in ("train_dataloader", "val_dataloader", "test_dataloader", "_loader"):
+        assert getattr(datamodule, hook) is getattr(SplitDataModule, hook)
