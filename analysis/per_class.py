@@ -91,11 +91,14 @@ def check_classification_checkpoint(ckpt_path: str | Path) -> None:
     from cogsuite.suite_checkpoint import read_suite_checkpoint
     from cogsuite.checkpoint_keys import SUITE_KEY
 
+    from tasks.registry import get_task, list_tasks
+
     task = read_suite_checkpoint(ckpt_path)[SUITE_KEY]["task"]
-    if task != "classification":
+    if not get_task(task).per_class_analysis:
+        fitting = ", ".join(t for t in list_tasks() if get_task(t).per_class_analysis)
         raise CheckpointError(f"{ckpt_path} is a {task} checkpoint; the per-class accuracy analysis is "
-                         "for classification checkpoints (segmentation IoU per class is in its "
-                         ".eval.json)")
+                              f"for {fitting} checkpoints (a {task} evaluation's per-class metrics "
+                              "are in its .eval.json)")
 
 
 # --------------------------------------------------------------------------- the table

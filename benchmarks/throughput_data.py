@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -18,17 +17,11 @@ def synthetic_train_dataset(task: str, root: Path, image_size: int, source_size:
     """The task's training dataset (real reader + training transform) on a synthetic set of
     ``count`` images of about ``source_size`` px, written with data/synthetic/'s writers."""
     from data.synthetic_datamodule import synthetic_datamodule
+    from tasks.registry import get_task
 
-    classes = 8
-    if task == "classification":
-        generator = {"images_per_class": max(2, math.ceil(count / classes / 0.9)), "image_size": source_size}
-        num_classes = classes
-    elif task == "detection":
-        generator = {"num_train": count, "num_test": 2, "image_size": source_size, "num_classes": classes}
-        num_classes = classes
-    else:
-        generator = {"num_train": count, "num_val": 2, "image_size": source_size, "num_classes": classes}
-        num_classes = classes + 1  # + background
+    spec, classes = get_task(task), 8
+    generator = spec.synthetic_bench_generator(count, source_size, classes)
+    num_classes = classes + int(spec.background_class)
     datamodule = synthetic_datamodule(task, root, batch_size=2, num_workers=0, image_size=image_size,
                                       num_classes=num_classes, generator=generator)
     datamodule.setup("fit")

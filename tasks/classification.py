@@ -146,6 +146,9 @@ register_task(TaskSpec(
                "image_folder_splits": "data.synthetic_datamodule.synthetic_image_folder_splits"},
     # The synthetic set's 8 classes each hold out 10 % from training (configs/task/classification.yaml).
     synthetic_train_images=lambda count: {"images_per_class": math.ceil(count / 8 / 0.9) + 1},
+    synthetic_bench_generator=lambda count, size, classes: {
+        "images_per_class": max(2, math.ceil(count / classes / 0.9)), "image_size": size},
+    per_class_analysis=True,
     model_size_by_classes=True,  # the head grows with the classes (Caltech-256 vs Flowers)
     order=0,
 ))

@@ -54,6 +54,13 @@ class TaskSpec:
     # Generator settings of its synthetic set (configs/task/<task>.yaml `synthetic.generator`)
     # for at least ``count`` training images (benchmarks.throughput_loop).
     synthetic_train_images: Callable[[int], dict[str, int]] = lambda count: {"num_train": count}
+    # Generator settings of a small synthetic set for the data-pipeline benchmark (benchmarks.
+    # throughput --data): (training images, source image size, object classes) -> settings.
+    synthetic_bench_generator: Callable[[int, int, int], dict[str, int]] = (
+        lambda count, size, classes: {"num_train": count, "num_test": 2, "image_size": size,
+                                      "num_classes": classes})
+    background_class: bool = False  # the model's class count includes a background class
+    per_class_analysis: bool = False  # analysis.per_class applies (per-class accuracy, confusion)
     inference: Callable[[nn.Module, Tensor], Any] = _call
     reference_inference: Callable[[nn.Module, Tensor], Any] = _call
     export: str | None = None

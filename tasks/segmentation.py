@@ -187,5 +187,8 @@ register_task(TaskSpec(
     reference_model=_reference_model,
     reference_loss=_reference_loss,
     synthetic={"voc": "data.synthetic_datamodule.synthetic_voc_segmentation"},
+    synthetic_bench_generator=lambda count, size, classes: {
+        "num_train": count, "num_val": 2, "image_size": size, "num_classes": classes},
+    background_class=True,
     order=2,
 ))

@@ -100,3 +100,15 @@ def test_non_classification_or_missing_checkpoint_is_explained(tmp_path, capsys)
     with pytest.raises(SystemExit):
         per_class.main([])
     assert "ckpt_path=PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["detection", "segmentation"])
+def test_per_class_analysis_refuses_tasks_without_it(name):
+    """Which tasks the analysis applies to comes from the task registry (TaskSpec.per_class_analysis)."""
+    from analysis.per_class import check_classification_checkpoint
+    from errors import CheckpointError
+    from tests.helpers import FIXTURES
+
+    with pytest.raises(CheckpointError, match=f"is a {name} checkpoint.*for classification checkpoints"):
+        check_classification_checkpoint(FIXTURES / "legacy_checkpoints" / f"{name}.pt")
+    check_classification_checkpoint(FIXTURES / "legacy_checkpoints" / "classification.pt")
