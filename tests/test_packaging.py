@@ -20,8 +20,11 @@ def test_the_install_declares_only_the_cogsuite_namespace():
     setuptools = config["tool"]["setuptools"]
     assert all(p == "cogsuite" or p.startswith("cogsuite.") for p in setuptools["packages"])
     assert "py-modules" not in setuptools
-    packages = {".".join(p.parent.relative_to(REPO).parts) for p in REPO.rglob("__init__.py")
-                if p.parent.relative_to(REPO).parts[0] not in ("tests", "cogsuite", "build", ".git")}
+    # The project's packages are the top-level folders with an __init__.py and their subpackages;
+    # hidden folders (.git, a .venv inside the checkout as CI makes one) and build output are not.
+    tops = [d for d in REPO.iterdir() if d.is_dir() and (d / "__init__.py").is_file()
+            and not d.name.startswith(".") and d.name not in ("tests", "cogsuite", "build")]
+    packages = {".".join(p.parent.relative_to(REPO).parts) for top in tops for p in top.rglob("__init__.py")}
     shipped = {p.removeprefix("cogsuite._project.") for p in setuptools["packages"]
                if p.startswith("cogsuite._project.")}
     assert shipped == packages, "list every package folder (subpackages too) in pyproject.toml"
@@ -33,7 +36,7 @@ def test_wheel_installs_only_cogsuite_and_runs_from_anywhere(tmp_path):
     wheels, site, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
     # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", "tests", "logs", "outputs", "multirun", "datasets", "build", "*.egg-info", "__pycache__"))
+        ".*", "venv", "tests", "logs", "outputs", "multirun", "datasets", "build", "*.egg-info", "__pycache__"))
     pip = [sys.executable, "-m", "pip"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=600)
