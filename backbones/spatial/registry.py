@@ -15,65 +15,37 @@ with the union of all options (``configs/backbone/*.yaml``) serves every layer. 
 """
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional, Union
 
 from torch import nn
 
-from errors import ConfigError, ConfigTypeError
+from backbones.layer_registry import LayerRegistry
+from errors import ConfigError
 
 SpatialSpec = Union[str, Mapping[str, Any]]
-Layer = TypeVar("Layer", bound=type)
-_REGISTRY: dict[str, type] = {}
 _BUILD_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "dilation", "bias",
                "norm_layer", "activation_layer")
-
-
-def register_spatial(name: str) -> Callable[[Layer], Layer]:
-    """Class decorator registering a spatial (kxk) layer under ``name``."""
-
-    def decorator(cls: Layer) -> Layer:
-        if name in _REGISTRY:
-            raise ValueError(f"Spatial layer {name!r} is already registered.")
-        _REGISTRY[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return decorator
+_LAYERS = LayerRegistry("spatial", _BUILD_ARGS)
+_REGISTRY = _LAYERS.classes  # name -> class (tests register and remove example layers)
+register_spatial = _LAYERS.register
+_layer_class = _LAYERS.layer_class
 
 
 def list_spatial() -> list[str]:
     """Names accepted by ``build_spatial``, sorted."""
-    return sorted(_REGISTRY)
+    return _LAYERS.names()
 
 
 def spatial_options(name: str) -> list[str]:
     """The options (keyword arguments) the spatial layer ``name`` accepts."""
-    return [p.name for p in inspect.signature(_layer_class(name)).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _BUILD_ARGS]
+    return _LAYERS.options(name)
 
 
 def spatial_spec(spec: SpatialSpec) -> dict[str, Any]:
     """A spec (registry name or ``{name, **options}``) as a dict, options set to None dropped."""
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-        raise ConfigError(
-            f"a spatial layer is a registry name or a mapping with a 'name' key, got {spec!r}; "
-            f"registered: {list_spatial()}"
-        )
-    name = spec["name"]
-    options = {k: v for k, v in spec.items() if k != "name" and v is not None}
-    valid = spatial_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigTypeError(
-            f"spatial layer {name!r} does not take option(s) {unknown}; its options: {valid}. "
-            f"(In a config, set the others to null, e.g. backbone.spatial.{unknown[0]}=null.)"
-        )
-    return {"name": name, **options}
+    return _LAYERS.spec(spec)
 
 
 def build_spatial(
@@ -101,12 +73,6 @@ def build_spatial(
         place = f" at {where}" if where else ""
         raise ConfigError(f"spatial layer {name!r}{place} ({in_channels} -> {out_channels} "
                           f"channels, {kernel_size}x{kernel_size}): {error}") from None
-
-
-def _layer_class(name: str) -> type:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ConfigError(f"Unknown spatial layer {name!r}; registered: {list_spatial()}.")
-    return _REGISTRY[name]
 
 
 @dataclass(frozen=True)
