@@ -129,8 +129,10 @@ def _check_impl(layer: nn.Module, impl: str) -> None:
         )
 
 
-class PointwiseLayer(nn.Module):
-    """Interface of every registered pointwise layer (see the module docstring)."""
+class ConvLayerInterface(nn.Module):
+    """What every registered conv layer provides, pointwise (``PointwiseLayer``) or spatial
+    (``backbones.spatial.base.SpatialLayer``): fusion, a dense equivalent, its memory-access
+    cost, and its implementations."""
 
     in_channels: int
     out_channels: int
@@ -157,6 +159,10 @@ class PointwiseLayer(nn.Module):
     def resolved_impl(self, device: torch.device) -> Optional[str]:
         """The implementation that runs on ``device`` (None: the layer has only one)."""
         return None
+
+
+class PointwiseLayer(ConvLayerInterface):
+    """Interface of every registered pointwise layer (see the module docstring)."""
 
 
 @contextlib.contextmanager

@@ -31,7 +31,8 @@ from torchvision.ops.misc import ConvNormActivation
 
 from errors import ConfigError
 
-from ..pointwise.base import _check_impl, _parameters, fold_batchnorm, is_conv_weight_module
+from ..pointwise.base import (ConvLayerInterface, _check_impl, _parameters, fold_batchnorm,
+                              is_conv_weight_module)
 
 
 class ZeroInitConv2d(nn.Conv2d):
@@ -96,32 +97,8 @@ def to_dense_kxk_conv(conv: nn.Conv2d) -> nn.Conv2d:
     return dense.train(conv.training)
 
 
-class SpatialLayer(nn.Module):
+class SpatialLayer(ConvLayerInterface):
     """Interface of every registered spatial layer (see the module docstring)."""
-
-    in_channels: int
-    out_channels: int
-    impls: tuple[str, ...] = ()
-    reference_impl: Optional[str] = None
-
-    def fuse(self) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def dense_equivalent(self) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def memory_access_cost(self, h: int, w: int) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def set_impl(self, impl: str) -> None:
-        _check_impl(self, impl)
-
-    @property
-    def impl(self) -> str:
-        return "auto"
-
-    def resolved_impl(self, device: torch.device) -> Optional[str]:
-        return None
 
 
 class SpatialConvNormAct(ConvNormActivation, SpatialLayer):
